@@ -1,0 +1,9 @@
+"""keras-sge: Spatial Group-wise Enhance (SGE) attention for Keras 3.
+
+The package works on every Keras backend (TensorFlow, JAX, PyTorch); pick one
+with the `KERAS_BACKEND` environment variable before importing Keras.
+"""
+
+__version__ = "0.1.0"
+
+from keras_sge import layers  # noqa: E402,F401

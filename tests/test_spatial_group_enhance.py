@@ -315,8 +315,8 @@ np.save(sys.argv[1] + "/y.npy", model.predict(x, verbose=0))
 """
 
 
-def test_keras_file_from_another_backend_loads(tmp_path):
-    writer = BACKENDS[(BACKENDS.index(BACKEND) + 1) % len(BACKENDS)]
+@pytest.mark.parametrize("writer", [b for b in BACKENDS if b != BACKEND])
+def test_keras_file_from_another_backend_loads(tmp_path, writer):
     subprocess.run(
         [sys.executable, "-c", _WRITE_MODEL, str(tmp_path)],
         env=subprocess_env(writer),

@@ -1,0 +1,144 @@
+"""Callbacks and plots of the training program."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+
+import keras
+import numpy as np
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when the training loss becomes NaN or infinite."""
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Aborts `fit` with a clear message as soon as the training loss is NaN/inf.
+
+    Unlike `keras.callbacks.TerminateOnNaN`, which lets the epoch end (so that
+    checkpoint callbacks would save the broken weights), this raises
+    `NonFiniteLossError` from the batch: the epoch never ends, and the last
+    checkpoints and `BackupAndRestore` state stay those of the last good epoch.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(np.asarray(loss))):
+            raise NonFiniteLossError(
+                f"Training stopped: the loss became {float(np.asarray(loss))} at epoch "
+                f"{self._epoch + 1}, batch {batch + 1}. The checkpoints and the "
+                "backup hold the last finished epoch. Lower the learning rate "
+                "(--lr), add warmup (--warmup-epochs), or use float32/bfloat16 "
+                "instead of float16."
+            )
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Adds `learning_rate`, the rate of each epoch's first step, to the epoch logs."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = self._rate
+
+
+def read_metrics(csv_path: str) -> list[dict[str, float]]:
+    """Reads a `keras.callbacks.CSVLogger` file into a list of rows (one per epoch).
+
+    Args:
+        csv_path: path of the CSV file.
+
+    Returns:
+        One dict per epoch, values as floats (`epoch` as the 0-based index);
+        an empty list when the file is missing or empty.
+    """
+    if not os.path.exists(csv_path):
+        return []
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [{key: float(value) for key, value in row.items() if value != ""} for row in rows]
+
+
+def keep_epochs_before(csv_path: str, epoch: int) -> None:
+    """Drops the rows of epochs `>= epoch` (0-based) from a CSVLogger file.
+
+    Used on resumption, so an epoch whose row was written but whose backup was
+    not is logged once, when it is trained again.
+
+    Args:
+        csv_path: path of the CSV file.
+        epoch: first epoch to drop.
+    """
+    if not os.path.exists(csv_path):
+        return
+    with open(csv_path, newline="") as f:
+        lines = f.read().splitlines(keepends=True)
+    if not lines:
+        return
+    header, rows = lines[0], lines[1:]
+    kept = [row for row in rows if row.strip() and int(float(row.split(",")[0])) < epoch]
+    if len(kept) != len(rows):
+        with open(csv_path, "w", newline="") as f:
+            f.writelines([header] + kept)
+
+
+def plot_training_curves(csv_path: str, png_path: str) -> None:
+    """Plots loss, top-1 and top-5 accuracy for train and validation per epoch.
+
+    Args:
+        csv_path: a `keras.callbacks.CSVLogger` file with `loss`, `top1`,
+            `top5` and their `val_` counterparts.
+        png_path: where to write the PNG.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    rows = read_metrics(csv_path)
+    if not rows:
+        return
+    epochs = [row["epoch"] + 1 for row in rows]
+    panels = (("loss", "loss"), ("top1", "top-1 accuracy"), ("top5", "top-5 accuracy"))
+    figure, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for axis, (key, title) in zip(axes, panels):
+        for prefix, label in (("", "train"), ("val_", "validation")):
+            values = [row.get(prefix + key, float("nan")) for row in rows]
+            axis.plot(epochs, values, marker="o", label=label)
+        axis.set_title(title)
+        axis.set_xlabel("epoch")
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(png_path, dpi=100)
+    plt.close(figure)
+
+
+class TrainingCurves(keras.callbacks.Callback):
+    """Redraws the training-curve PNG from the metrics CSV after every epoch.
+
+    Must come after the `CSVLogger` in the callback list.
+
+    Args:
+        csv_path: the `CSVLogger` file.
+        png_path: the PNG to write.
+    """
+
+    def __init__(self, csv_path: str, png_path: str):
+        super().__init__()
+        self.csv_path = csv_path
+        self.png_path = png_path
+
+    def on_epoch_end(self, epoch, logs=None):
+        plot_training_curves(self.csv_path, self.png_path)

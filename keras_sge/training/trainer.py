@@ -1,0 +1,371 @@
+"""`train(config)`: the recipes with `model.fit`, resumable, on one device or many."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+
+from keras_sge.training.callbacks import (
+    LearningRateLogger,
+    StopOnNonFiniteLoss,
+    TrainingCurves,
+    keep_epochs_before,
+    plot_training_curves,
+    read_metrics,
+)
+from keras_sge.training.config import TrainConfig
+from keras_sge.training.distribution import data_parallel, has_accelerator
+from keras_sge.training.losses import SparseCategoricalCrossentropyWithSmoothing
+from keras_sge.training.optimizers import SGDWithL2
+from keras_sge.training.schedules import make_schedule
+
+ModelFn = Callable[[tuple, int], keras.Model]
+
+_BUILDERS = {
+    "sge_resnet50": "SGEResNet50",
+    "sge_resnet101": "SGEResNet101",
+    "resnet50": "ResNet50",
+    "resnet101": "ResNet101",
+}
+
+
+class OutputPaths:
+    """Where `train` writes, under `root`."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self.config = os.path.join(root, "config.json")
+        self.results = os.path.join(root, "results.json")
+        self.metrics = os.path.join(root, "metrics.csv")
+        self.curves = os.path.join(root, "curves.png")
+        self.model = os.path.join(root, "model.keras")
+        self.checkpoints = os.path.join(root, "checkpoints")
+        self.best = os.path.join(self.checkpoints, "best.keras")
+        self.last = os.path.join(self.checkpoints, "last.keras")
+        self.backup = os.path.join(root, "backup")
+        self.tensorboard = os.path.join(root, "tensorboard")
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What `train` returns.
+
+    Attributes:
+        config: the resolved configuration.
+        output_dir: the output directory.
+        best: `{"epoch", "val_top1", "val_top5", "val_loss"}` of the best
+            validation top-1 epoch (epochs are 1-based).
+        last: the same for the last epoch.
+        history: one dict per epoch, as in `metrics.csv`.
+        model: the trained model.
+        wall_time_s: seconds spent in `model.fit` by this call.
+    """
+
+    config: TrainConfig
+    output_dir: str
+    best: dict[str, float]
+    last: dict[str, float]
+    history: list[dict[str, float]]
+    model: keras.Model
+    wall_time_s: float
+
+
+def build_model(
+    name: str,
+    *,
+    input_shape: tuple,
+    num_classes: int,
+    groups: int = 64,
+    sge_options: dict | None = None,
+) -> keras.Model:
+    """Builds an untrained classifier of `keras_sge.applications` by name.
+
+    Args:
+        name: `sge_resnet50`, `sge_resnet101`, `resnet50` or `resnet101`.
+        input_shape: image shape in `keras.config.image_data_format()` layout.
+        num_classes: size of the softmax head.
+        groups: SGE groups (SGE models only).
+        sge_options: extra `SpatialGroupEnhance` arguments (SGE models only).
+
+    Returns:
+        A `keras.Model` with a softmax head.
+    """
+    from keras_sge import applications
+
+    if name not in _BUILDERS:
+        raise ValueError(f"Unknown model {name!r}; expected one of {sorted(_BUILDERS)}.")
+    kwargs: dict[str, Any] = {"weights": None, "input_shape": input_shape, "classes": num_classes}
+    if name.startswith("sge_"):
+        kwargs.update(groups=groups, sge_options=sge_options)
+    return getattr(applications, _BUILDERS[name])(**kwargs)
+
+
+def _pad_batches(dataset, batch_size: int):
+    """Pads every batch to `batch_size` with zero-weight examples (for sharding)."""
+    import tensorflow as tf
+
+    def pad(images, labels):
+        count = tf.shape(images)[0]
+        missing = batch_size - count
+        rank = len(images.shape)
+        images = tf.pad(images, [[0, missing]] + [[0, 0]] * (rank - 1))
+        weights = tf.pad(tf.ones([count], tf.float32), [[0, missing]])
+        labels = tf.pad(labels, [[0, missing]] + [[0, 0]] * (len(labels.shape) - 1))
+        return images, labels, weights
+
+    return dataset.map(pad)
+
+
+def _load_datasets(config: TrainConfig, replicas: int):
+    from keras_sge import data
+
+    common = dict(
+        batch_size=config.batch_size,
+        image_size=config.image_size,
+        data_dir=config.data_dir,
+        manual_dir=config.manual_dir,
+        seed=config.seed,
+        with_info=True,
+    )
+    train_ds, info = data.load(config.dataset, config.train_split, training=True, **common)
+    val_ds, val_info = data.load(config.dataset, config.val_split, training=False, **common)
+    steps = config.steps_per_epoch
+    if steps is None:
+        if not info.num_examples:
+            raise ValueError(
+                f"The size of {config.dataset!r}/{config.train_split} is unknown; "
+                "pass steps_per_epoch (--steps-per-epoch)."
+            )
+        steps = info.num_examples // config.batch_size
+        if steps < 1:
+            raise ValueError(
+                f"The training split has {info.num_examples} examples, fewer than one "
+                f"batch of {config.batch_size}; lower batch_size (--batch-size)."
+            )
+    if config.validation_steps is not None:
+        val_ds = val_ds.take(config.validation_steps)
+    if replicas > 1:
+        val_ds = _pad_batches(val_ds, config.batch_size)
+    return train_ds.repeat(), val_ds, info, steps
+
+
+def _read_backup_epoch(backup_dir: str) -> int:
+    """The epoch `BackupAndRestore` will resume from (0 when there is no backup)."""
+    path = os.path.join(backup_dir, "training_metadata.json")
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return int(json.load(f)["epoch"])
+
+
+def _prepare_output_dir(config: TrainConfig, paths: OutputPaths) -> int:
+    """Checks the output directory against the run; returns the epoch to resume from."""
+    if config.overwrite:
+        for name in ("config", "results", "metrics", "curves", "model"):
+            if os.path.exists(getattr(paths, name)):
+                os.remove(getattr(paths, name))
+        for name in ("checkpoints", "backup", "tensorboard"):
+            shutil.rmtree(getattr(paths, name), ignore_errors=True)
+    if os.path.exists(paths.results):
+        raise FileExistsError(
+            f"{paths.root} already holds a finished run ({paths.results}). Choose "
+            "another output directory (--output-dir) or pass overwrite=True (--overwrite)."
+        )
+    os.makedirs(paths.checkpoints, exist_ok=True)
+    resume_epoch = _read_backup_epoch(paths.backup)
+    if resume_epoch and os.path.exists(paths.config):
+        with open(paths.config) as f:
+            saved = json.load(f)
+        saved.pop("derived", None)
+        differences = config.differences(TrainConfig(**saved))
+        if differences:
+            listed = ", ".join(f"{k}: {new!r} (saved: {old!r})" for k, (new, old) in differences.items())
+            raise ValueError(
+                f"{paths.root} holds an unfinished run with another configuration "
+                f"({listed}). Rerun with the same settings to resume, or pass "
+                "overwrite=True (--overwrite) to start afresh."
+            )
+    keep_epochs_before(paths.metrics, resume_epoch)
+    return resume_epoch
+
+
+def _summary(row: dict[str, float]) -> dict[str, float]:
+    return {
+        "epoch": int(row["epoch"]) + 1,
+        "val_top1": row.get("val_top1"),
+        "val_top5": row.get("val_top5"),
+        "val_loss": row.get("val_loss"),
+    }
+
+
+def train(
+    config: TrainConfig,
+    *,
+    model_fn: ModelFn | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> TrainResult:
+    """Trains a classifier with `model.fit` following `config`.
+
+    Writes under `config.output_dir`: `config.json` (the resolved configuration
+    and derived values), `metrics.csv` (one row per epoch, 0-based `epoch`),
+    `curves.png`, `tensorboard/`, `checkpoints/best.keras` (best validation
+    top-1) and `checkpoints/last.keras`, `backup/` (`BackupAndRestore`: calling
+    `train` again with the same configuration after an interruption resumes
+    from the last finished epoch; removed when the run ends), and at the end
+    `model.keras` and `results.json` (best and last validation top-1/top-5).
+
+    Args:
+        config: the run's `TrainConfig`.
+        model_fn: optional `(input_shape, num_classes) -> keras.Model` used
+            instead of `config.model` (the model must end in a softmax).
+        callbacks: extra Keras callbacks, run after the built-in ones.
+
+    Returns:
+        A `TrainResult`.
+
+    Raises:
+        NonFiniteLossError: the training loss became NaN or infinite.
+        FileExistsError: `output_dir` holds a finished run and `overwrite` is off.
+
+    Example:
+
+    >>> result = train(TrainConfig(dataset="demo", epochs=2, output_dir="runs/demo"))
+    >>> result.best["val_top1"]
+    """
+    config = config.resolved(accelerator=has_accelerator())
+    paths = OutputPaths(config.output_dir)
+    _prepare_output_dir(config, paths)
+    keras.utils.set_random_seed(config.seed)
+    previous_policy = keras.config.dtype_policy()
+    if config.mixed_precision != "none":
+        keras.config.set_dtype_policy(f"mixed_{config.mixed_precision}")
+    try:
+        with data_parallel(config.devices, config.multi_worker) as replicas:
+            if config.batch_size % replicas:
+                raise ValueError(
+                    f"The global batch size {config.batch_size} must be divisible by "
+                    f"the number of devices ({replicas})."
+                )
+            train_ds, val_ds, info, steps = _load_datasets(config, replicas)
+            size = config.image_size
+            channels_first = keras.config.image_data_format() == "channels_first"
+            input_shape = (3, size, size) if channels_first else (size, size, 3)
+            if model_fn is not None:
+                model = model_fn(input_shape, info.num_classes)
+            else:
+                model = build_model(
+                    config.model,
+                    input_shape=input_shape,
+                    num_classes=info.num_classes,
+                    groups=config.groups,
+                    sge_options=config.sge_options,
+                )
+            schedule = make_schedule(
+                config.schedule,
+                peak_learning_rate=config.peak_learning_rate,
+                steps_per_epoch=steps,
+                epochs=config.epochs,
+                warmup_epochs=config.warmup_epochs,
+                milestones=config.lr_milestones,
+                factor=config.lr_decay_factor,
+            )
+            optimizer = SGDWithL2(
+                learning_rate=schedule,
+                momentum=config.momentum,
+                l2=config.weight_decay,
+                decay_vectors=config.decay_all_parameters,
+            )
+            if config.label_smoothing:
+                loss = SparseCategoricalCrossentropyWithSmoothing(config.label_smoothing)
+            else:
+                loss = keras.losses.SparseCategoricalCrossentropy()
+            # mixed_float16 models get a keras.optimizers.LossScaleOptimizer here.
+            model.compile(
+                optimizer=optimizer,
+                loss=loss,
+                metrics=[
+                    keras.metrics.SparseCategoricalAccuracy(name="top1"),
+                    keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"),
+                ],
+                jit_compile="auto" if config.jit is None else config.jit,
+            )
+            derived = {
+                "backend": keras.backend.backend(),
+                "replicas": replicas,
+                "per_device_batch_size": config.batch_size // replicas,
+                "peak_learning_rate": config.peak_learning_rate,
+                "steps_per_epoch": steps,
+                "num_classes": info.num_classes,
+                "train_examples": info.num_examples,
+                "image_data_format": keras.config.image_data_format(),
+            }
+            with open(paths.config, "w") as f:
+                json.dump({**dataclasses.asdict(config), "derived": derived}, f, indent=2)
+            earlier = [row["val_top1"] for row in read_metrics(paths.metrics) if "val_top1" in row]
+            all_callbacks = [
+                LearningRateLogger(),
+                StopOnNonFiniteLoss(),
+                keras.callbacks.CSVLogger(paths.metrics, append=True),
+                keras.callbacks.ModelCheckpoint(
+                    paths.best,
+                    monitor="val_top1",
+                    mode="max",
+                    save_best_only=True,
+                    initial_value_threshold=max(earlier) if earlier else None,
+                ),
+                keras.callbacks.ModelCheckpoint(paths.last),
+                keras.callbacks.TensorBoard(paths.tensorboard, profile_batch=0),
+                TrainingCurves(paths.metrics, paths.curves),
+                # Last, so that its "epoch finished" record is written after
+                # every other output of the epoch.
+                keras.callbacks.BackupAndRestore(paths.backup),
+                *callbacks,
+            ]
+            start = time.perf_counter()
+            model.fit(
+                train_ds,
+                epochs=config.epochs,
+                steps_per_epoch=steps,
+                validation_data=val_ds,
+                callbacks=all_callbacks,
+                verbose=config.verbose,
+            )
+            wall_time = time.perf_counter() - start
+            model.save(paths.model)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+    history = read_metrics(paths.metrics)
+    plot_training_curves(paths.metrics, paths.curves)
+    best = _summary(max(history, key=lambda row: row.get("val_top1", float("-inf"))))
+    last = _summary(history[-1])
+    with open(paths.results, "w") as f:
+        json.dump(
+            {
+                "finished": True,
+                "model": config.model if model_fn is None else "custom",
+                "best": best,
+                "last": last,
+                "epochs": len(history),
+                "fit_wall_time_s": round(wall_time, 2),
+                "derived": derived,
+            },
+            f,
+            indent=2,
+        )
+    return TrainResult(
+        config=config,
+        output_dir=paths.root,
+        best=best,
+        last=last,
+        history=history,
+        model=model,
+        wall_time_s=wall_time,
+    )

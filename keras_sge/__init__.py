@@ -7,4 +7,5 @@ with the `KERAS_BACKEND` environment variable before importing Keras.
 __version__ = "0.1.0"
 
 from keras_sge import layers  # noqa: E402,F401
+from keras_sge import data  # noqa: E402,F401
 from keras_sge import visualization  # noqa: E402,F401

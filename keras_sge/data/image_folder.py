@@ -1,0 +1,233 @@
+"""Image folders: one sub-folder of images per class (the extracted-ImageNet layout)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from keras_sge.data import pipeline
+
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".gif", ".bmp")
+
+# Sub-folder names tried, in order, for each split when `directory` holds the
+# splits side by side.
+SPLIT_DIRECTORIES = {
+    "train": ("train",),
+    "validation": ("val", "validation"),
+    "test": ("test",),
+}
+_PARTITION_SEED = 20190520
+
+
+def list_class_folder(
+    directory: str, class_names: list[str] | None = None
+) -> tuple[list[str], list[int], list[str]]:
+    """Lists the image files of a class-per-sub-folder directory.
+
+    Files are listed, never opened. Classes are the sub-folder names sorted,
+    unless `class_names` fixes them (so a validation folder uses the training
+    folder's labels).
+
+    Args:
+        directory: folder holding one sub-folder per class.
+        class_names: optional class list; sub-folders not in it are an error.
+
+    Returns:
+        `(paths, labels, class_names)`, paths sorted by class, then name.
+    """
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"Image folder {directory!r} does not exist.")
+    found = sorted(e.name for e in os.scandir(directory) if e.is_dir())
+    if not found:
+        raise ValueError(
+            f"Image folder {directory!r} has no class sub-folders; expected "
+            "one sub-folder of images per class, e.g. "
+            f"{os.path.join(directory, 'n01440764', 'image.JPEG')}."
+        )
+    if class_names is None:
+        class_names = found
+    else:
+        unknown = sorted(set(found) - set(class_names))
+        if unknown:
+            raise ValueError(
+                f"Image folder {directory!r} has class sub-folders {unknown} that "
+                f"are not among the training classes {class_names}."
+            )
+    label_of = {name: i for i, name in enumerate(class_names)}
+    paths, labels = [], []
+    for name in found:
+        class_dir = os.path.join(directory, name)
+        files = sorted(
+            e.name
+            for e in os.scandir(class_dir)
+            if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS)
+        )
+        paths.extend(os.path.join(class_dir, f) for f in files)
+        labels.extend([label_of[name]] * len(files))
+    if not paths:
+        raise ValueError(
+            f"Image folder {directory!r} has no image files (extensions "
+            f"{', '.join(IMAGE_EXTENSIONS)}) in its class sub-folders."
+        )
+    return paths, labels, list(class_names)
+
+
+def _split_directory(directory: str, split: str) -> str | None:
+    for name in SPLIT_DIRECTORIES.get(split, (split,)):
+        candidate = os.path.join(directory, name)
+        if os.path.isdir(candidate):
+            return candidate
+    return None
+
+
+def _partition(labels: list[int], fraction: float, take_validation: bool) -> list[int]:
+    """Indices of a fixed, per-class stratified train/validation partition."""
+    generator = np.random.default_rng(_PARTITION_SEED)
+    labels_array = np.asarray(labels)
+    chosen = []
+    for label in np.unique(labels_array):
+        members = np.flatnonzero(labels_array == label)
+        members = members[generator.permutation(len(members))]
+        n_val = int(round(len(members) * fraction))
+        chosen.extend(members[:n_val] if take_validation else members[n_val:])
+    return sorted(int(i) for i in chosen)
+
+
+def load_image_folder(
+    directory: str,
+    split: str | None = None,
+    *,
+    batch_size: int,
+    image_size: int = 224,
+    training: bool | None = None,
+    seed: int | None = None,
+    dtype: str | None = None,
+    with_info: bool = False,
+    validation_fraction: float | None = None,
+    shard: tuple[int, int] | None = None,
+    input_context: tf.distribute.InputContext | None = None,
+):
+    """Loads a folder of images, one sub-folder per class, for `model.fit`.
+
+    Three layouts:
+
+    - `split` given and `directory/train/`, `directory/val/` (or
+      `validation/`) exist: the split's sub-folder is read; class names come
+      from `train/`, so labels agree between splits.
+    - `validation_fraction` given: `directory` (or `directory/train/` when it
+      exists) is divided per class into a fixed validation part of that
+      fraction and a training part; `split` is `"train"` or `"validation"`.
+    - `split=None`: `directory` itself holds the class sub-folders.
+
+    Classes are the sorted sub-folder names; `info.class_names[label]` is the
+    mapping. Files are listed, not opened. **Unreadable files** (not an image,
+    empty, or truncated) are skipped with a warning on stderr naming the
+    file; an epoch never stops on them and they never reach the model.
+    Training epochs still have `len(files) // batch_size` batches (topped up
+    from the next shuffled pass); evaluation yields every readable file once,
+    so its cardinality is unknown until the first pass (`info.num_examples`
+    counts listed files).
+
+    Args:
+        directory: the folder (see layouts above).
+        split: `"train"`, `"validation"` (alias `"val"`), `"test"`, or `None`.
+        batch_size: examples per batch (global batch with `input_context`).
+        image_size: side of the square images.
+        training: augment/shuffle/drop remainder; default: `True` iff
+            `split` is a training split.
+        seed: makes shuffle and augmentation reproducible.
+        dtype: image dtype, default float32 (e.g. `"bfloat16"`).
+        with_info: also return a `DatasetInfo`.
+        validation_fraction: carve the validation split out of the training
+            images (between 0 and 1).
+        shard: `(index, count)`: read only this shard of the files.
+        input_context: a `tf.distribute.InputContext`: per-replica batch and
+            shard.
+
+    Returns:
+        A batched `tf.data.Dataset` of `(images, labels)`, or
+        `(dataset, info)` with `with_info=True`.
+
+    Example:
+
+    >>> train = load_image_folder("/data/imagenet", "train", batch_size=256)
+    >>> val = load_image_folder("/data/imagenet", "validation", batch_size=256)
+    """
+    pipeline.hide_gpus_from_tensorflow()
+    pipeline.check_image_size(image_size)
+    batch_size, shard_index, shard_count = pipeline.resolve_sharding(
+        batch_size, shard, input_context
+    )
+    directory = os.fspath(directory)
+    if split is not None:
+        split = "validation" if split == "val" else split
+    if training is None:
+        training = split is not None and pipeline.is_training_split(split)
+
+    if validation_fraction is not None:
+        if not 0.0 < validation_fraction < 1.0:
+            raise ValueError(
+                f"validation_fraction must be between 0 and 1, got {validation_fraction!r}."
+            )
+        if split not in ("train", "validation"):
+            raise ValueError(
+                "With validation_fraction, split must be 'train' or 'validation', "
+                f"got {split!r}."
+            )
+        root = _split_directory(directory, "train") or directory
+        paths, labels, class_names = list_class_folder(root)
+        keep = _partition(labels, validation_fraction, take_validation=split == "validation")
+        paths = [paths[i] for i in keep]
+        labels = [labels[i] for i in keep]
+    elif split is None:
+        paths, labels, class_names = list_class_folder(directory)
+    else:
+        split_dir = _split_directory(directory, split)
+        if split_dir is None:
+            tried = ", ".join(
+                os.path.join(directory, n) for n in SPLIT_DIRECTORIES.get(split, (split,))
+            )
+            raise FileNotFoundError(
+                f"No folder for split {split!r} in {directory!r} (tried {tried}). "
+                "Put the splits side by side (train/, val/), pass "
+                "validation_fraction= to carve validation out of train/, or pass "
+                "split=None for a single folder of class sub-folders."
+            )
+        train_dir = _split_directory(directory, "train")
+        class_names = list_class_folder(train_dir)[2] if train_dir else None
+        paths, labels, class_names = list_class_folder(split_dir, class_names)
+
+    if shard_count > 1:
+        indices = list(range(shard_index, len(paths), shard_count))
+        if training:
+            indices = indices[: len(paths) // shard_count]
+        paths = [paths[i] for i in indices]
+        labels = [labels[i] for i in indices]
+    if not paths:
+        raise ValueError(f"Shard {shard_index} of {shard_count} of {directory!r} is empty.")
+
+    sources = tf.data.Dataset.from_tensor_slices(
+        (tf.constant(paths), tf.constant(labels, tf.int32))
+    )
+    dataset = pipeline.build_dataset(
+        sources,
+        from_files=True,
+        training=training,
+        batch_size=batch_size,
+        image_size=image_size,
+        seed=seed,
+        dtype=dtype,
+        shuffle_buffer_size=len(paths),
+        num_examples=len(paths),
+    )
+    if not with_info:
+        return dataset
+    info = pipeline.DatasetInfo(
+        num_classes=len(class_names),
+        class_names=class_names,
+        num_examples=len(paths),
+        num_batches=pipeline.num_batches(len(paths), batch_size, training),
+    )
+    return dataset, info

@@ -1,0 +1,49 @@
+"""`load`: one entry point over every data source."""
+
+from __future__ import annotations
+
+import os
+
+from keras_sge.data import demo, image_folder, tfds_datasets
+
+
+def load(dataset: str, split: str, *, batch_size: int, image_size: int = 224, **kwargs):
+    """Loads a dataset by name or folder, for `model.fit` / `model.evaluate`.
+
+    Dispatches on `dataset`:
+
+    - `"demo"`: the offline demo dataset (`load_demo`);
+    - `"imagenet2012"` (alias `"imagenet"`): ImageNet through tfds (`load_imagenet`);
+    - an existing folder: an image folder (`load_image_folder`);
+    - anything else: a tensorflow-datasets name (`load_tfds`).
+
+    Args:
+        dataset: source name or folder path.
+        split: split name, e.g. `"train"`, `"validation"`, `"train[:1%]"`.
+        batch_size: examples per batch.
+        image_size: side of the square images.
+        **kwargs: passed to the source's loader (`data_dir`, `manual_dir`,
+            `training`, `seed`, `dtype`, `with_info`, `shard`, ...).
+
+    Returns:
+        A batched `tf.data.Dataset` of `(images, int32 labels)`, or
+        `(dataset, info)` with `with_info=True`.
+
+    Example:
+
+    >>> train, info = load("demo", "train", batch_size=32, image_size=64, with_info=True)
+    >>> val = load("/data/imagenet", "validation", batch_size=256)
+    """
+    if not isinstance(dataset, (str, os.PathLike)) or not str(dataset):
+        raise ValueError(
+            "dataset must be 'demo', 'imagenet2012', a tfds name or an image "
+            f"folder path, got {dataset!r}."
+        )
+    common = dict(batch_size=batch_size, image_size=image_size, **kwargs)
+    if dataset == "demo":
+        return demo.load_demo(split, **common)
+    if dataset in ("imagenet2012", "imagenet"):
+        return tfds_datasets.load_imagenet(split, **common)
+    if os.path.isdir(os.fspath(dataset)):
+        return image_folder.load_image_folder(os.fspath(dataset), split, **common)
+    return tfds_datasets.load_tfds(str(dataset), split, **common)

@@ -1,0 +1,278 @@
+"""tensorflow-datasets sources: ImageNet (`imagenet2012`) and any image classifier."""
+
+from __future__ import annotations
+
+import os
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from keras_sge.data import pipeline
+
+IMAGENET_ARCHIVES = {
+    "train": "ILSVRC2012_img_train.tar",
+    "validation": "ILSVRC2012_img_val.tar",
+}
+DEFAULT_SHUFFLE_BUFFER = 10_000
+
+
+def _split_names(split: str) -> set[str]:
+    """`"train[:1%]+validation"` -> `{"train", "validation"}`."""
+    return {part.split("[")[0].strip() for part in str(split).split("+")}
+
+
+def _check_split(builder: tfds.core.DatasetBuilder, split: str) -> None:
+    available = set(builder.info.splits.keys())
+    missing = _split_names(split) - available
+    if missing:
+        raise ValueError(
+            f"Dataset {builder.name!r} has no split {sorted(missing)} (from "
+            f"split={split!r}); available: {sorted(available)}."
+        )
+
+
+def _load_from_builder(
+    builder: tfds.core.DatasetBuilder,
+    split: str,
+    *,
+    batch_size: int,
+    image_size: int,
+    training: bool | None,
+    seed: int | None,
+    dtype: str | None,
+    with_info: bool,
+    shuffle_buffer_size: int | None,
+    shard: tuple[int, int] | None,
+    input_context: tf.distribute.InputContext | None,
+):
+    pipeline.check_image_size(image_size)
+    batch_size, shard_index, shard_count = pipeline.resolve_sharding(
+        batch_size, shard, input_context
+    )
+    _check_split(builder, split)
+    if training is None:
+        training = pipeline.is_training_split(split)
+    image_key, label_key = builder.info.supervised_keys or ("image", "label")
+    features = builder.info.features
+    if not isinstance(features[image_key], tfds.features.Image) or not isinstance(
+        features[label_key], tfds.features.ClassLabel
+    ):
+        raise ValueError(
+            f"Dataset {builder.name!r} is not an image classification dataset: "
+            f"expected an Image feature {image_key!r} and a ClassLabel feature "
+            f"{label_key!r}, got {features}."
+        )
+    if shard_count > 1:
+        # Equal shards for training (every process runs the same number of
+        # steps); every example exactly once over all shards for evaluation.
+        split = tfds.even_splits(split, n=shard_count, drop_remainder=training)[shard_index]
+    num_examples = builder.info.splits[split].num_examples
+    read_config = tfds.ReadConfig(
+        shuffle_seed=seed, shuffle_reshuffle_each_iteration=True
+    )
+    sources = builder.as_dataset(
+        split=split,
+        shuffle_files=training,
+        decoders={image_key: tfds.decode.SkipDecoding()},
+        read_config=read_config,
+        as_supervised=True,
+    )
+    dataset = pipeline.build_dataset(
+        sources,
+        from_files=False,
+        training=training,
+        batch_size=batch_size,
+        image_size=image_size,
+        seed=seed,
+        dtype=dtype,
+        shuffle_buffer_size=shuffle_buffer_size
+        or max(1, min(num_examples, DEFAULT_SHUFFLE_BUFFER)),
+    )
+    if not with_info:
+        return dataset
+    label_feature = features[label_key]
+    info = pipeline.DatasetInfo(
+        num_classes=label_feature.num_classes,
+        class_names=list(label_feature.names),
+        num_examples=num_examples,
+        num_batches=pipeline.num_batches(num_examples, batch_size, training),
+    )
+    return dataset, info
+
+
+def load_tfds(
+    name: str,
+    split: str,
+    *,
+    batch_size: int,
+    image_size: int = 224,
+    data_dir: str | None = None,
+    training: bool | None = None,
+    seed: int | None = None,
+    dtype: str | None = None,
+    with_info: bool = False,
+    download: bool = True,
+    shuffle_buffer_size: int | None = None,
+    shard: tuple[int, int] | None = None,
+    input_context: tf.distribute.InputContext | None = None,
+):
+    """Loads a tensorflow-datasets image classification dataset for `model.fit`.
+
+    Works for any tfds dataset with an image and a class label as supervised
+    keys (`imagenette/320px`, `imagenet_resized/64x64`, `cifar10`, ...). The
+    encoded images are read without decoding (`tfds.decode.SkipDecoding`) so
+    training decodes only the random crop of each JPEG.
+
+    Args:
+        name: tfds name, e.g. `"imagenette/320px"`.
+        split: tfds split, slicing included (`"train[:10%]"`).
+        batch_size: examples per batch (global batch with `input_context`).
+        image_size: side of the square images.
+        data_dir: tfds data folder (default `~/tensorflow_datasets` or
+            `$TFDS_DATA_DIR`).
+        training: augment/shuffle/drop remainder; default: `True` iff the
+            split is a training split.
+        seed: makes file order, shuffle and augmentation reproducible.
+        dtype: image dtype, default float32 (e.g. `"bfloat16"`).
+        with_info: also return a `DatasetInfo`.
+        download: download and prepare the dataset if needed.
+        shuffle_buffer_size: training shuffle buffer in examples (default
+            `min(num_examples, 10000)`, encoded images).
+        shard: `(index, count)`: read only this shard (`tfds.even_splits`).
+        input_context: a `tf.distribute.InputContext`: per-replica batch and
+            shard.
+
+    Returns:
+        A batched `tf.data.Dataset` of `(images, labels)`, or
+        `(dataset, info)` with `with_info=True`.
+
+    Example:
+
+    >>> train = load_tfds("imagenette/320px", "train", batch_size=64, image_size=160)
+    """
+    pipeline.hide_gpus_from_tensorflow()
+    builder = tfds.builder(name, data_dir=data_dir)
+    if download:
+        builder.download_and_prepare()
+    return _load_from_builder(
+        builder,
+        split,
+        batch_size=batch_size,
+        image_size=image_size,
+        training=training,
+        seed=seed,
+        dtype=dtype,
+        with_info=with_info,
+        shuffle_buffer_size=shuffle_buffer_size,
+        shard=shard,
+        input_context=input_context,
+    )
+
+
+def default_manual_dir(data_dir: str | None = None) -> str:
+    """Where tfds looks for the ImageNet archives: `<data_dir>/downloads/manual`."""
+    builder = tfds.builder("imagenet2012", data_dir=data_dir)
+    # builder.data_dir is <root>/imagenet2012/<version>.
+    root = os.path.dirname(os.path.dirname(os.fspath(builder.data_dir)))
+    return os.path.join(root, "downloads", "manual")
+
+
+def load_imagenet(
+    split: str,
+    *,
+    batch_size: int,
+    image_size: int = 224,
+    data_dir: str | None = None,
+    manual_dir: str | None = None,
+    training: bool | None = None,
+    seed: int | None = None,
+    dtype: str | None = None,
+    with_info: bool = False,
+    shuffle_buffer_size: int | None = None,
+    shard: tuple[int, int] | None = None,
+    input_context: tf.distribute.InputContext | None = None,
+):
+    """Loads ImageNet (ILSVRC 2012) through the tfds `imagenet2012` builder.
+
+    On first use tfds prepares the dataset (about 150 GB of TFRecords, hours
+    on one machine) from the two archives downloaded by hand from
+    https://image-net.org: `ILSVRC2012_img_train.tar` and
+    `ILSVRC2012_img_val.tar`, looked for in `manual_dir` (default
+    `<data_dir>/downloads/manual`, i.e. `~/tensorflow_datasets/downloads/manual`).
+    Later calls read the prepared files.
+
+    Args:
+        split: `"train"` or `"validation"`, slicing included (`"train[:1%]"`).
+        batch_size: examples per batch (global batch with `input_context`).
+        image_size: side of the square images.
+        data_dir: tfds data folder (default `~/tensorflow_datasets` or
+            `$TFDS_DATA_DIR`).
+        manual_dir: folder holding the two archives.
+        training: augment/shuffle/drop remainder; default: iff `split` is a
+            training split.
+        seed: makes file order, shuffle and augmentation reproducible.
+        dtype: image dtype, default float32 (e.g. `"bfloat16"`).
+        with_info: also return a `DatasetInfo` (1000 classes, WordNet ids
+            as names).
+        shuffle_buffer_size: training shuffle buffer in examples (default
+            10000 encoded images, about 1.1 GB).
+        shard: `(index, count)`: read only this shard.
+        input_context: a `tf.distribute.InputContext`: per-replica batch and
+            shard.
+
+    Returns:
+        A batched `tf.data.Dataset` of `(images, labels)`, or
+        `(dataset, info)` with `with_info=True`.
+
+    Raises:
+        FileNotFoundError: the dataset is not prepared and the archive of the
+            requested split is not in `manual_dir`.
+
+    Example:
+
+    >>> model.fit(
+    ...     load_imagenet("train", batch_size=256),
+    ...     validation_data=load_imagenet("validation", batch_size=256),
+    ...     epochs=100,
+    ... )
+    """
+    pipeline.hide_gpus_from_tensorflow()
+    builder = tfds.builder("imagenet2012", data_dir=data_dir)
+    if not builder.is_prepared():
+        manual_dir = os.fspath(manual_dir) if manual_dir else default_manual_dir(data_dir)
+        wanted = _split_names(split)
+        unknown = wanted - set(IMAGENET_ARCHIVES)
+        if unknown:
+            raise ValueError(
+                f"ImageNet splits are 'train' and 'validation', got split={split!r}."
+            )
+        missing = [
+            IMAGENET_ARCHIVES[s]
+            for s in sorted(wanted)
+            if not os.path.exists(os.path.join(manual_dir, IMAGENET_ARCHIVES[s]))
+        ]
+        if missing:
+            raise FileNotFoundError(
+                f"ImageNet is not prepared in {os.fspath(builder.data_dir)!r} and "
+                f"{' and '.join(missing)} is missing from {manual_dir!r}. Download "
+                "ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from "
+                "https://image-net.org/download-images into that directory, or "
+                "pass the directory that holds them with manual_dir= "
+                "(--manual-dir in the programs)."
+            )
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
+        )
+    return _load_from_builder(
+        builder,
+        split,
+        batch_size=batch_size,
+        image_size=image_size,
+        training=training,
+        seed=seed,
+        dtype=dtype,
+        with_info=with_info,
+        shuffle_buffer_size=shuffle_buffer_size,
+        shard=shard,
+        input_context=input_context,
+    )

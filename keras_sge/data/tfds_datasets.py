@@ -24,7 +24,7 @@ def _split_names(split: str) -> set[str]:
 def _check_split(builder: tfds.core.DatasetBuilder, split: str) -> None:
     available = set(builder.info.splits.keys())
     missing = _split_names(split) - available
-    if missing:
+    if available and missing:
         raise ValueError(
             f"Dataset {builder.name!r} has no split {sorted(missing)} (from "
             f"split={split!r}); available: {sorted(available)}."
@@ -66,7 +66,11 @@ def _load_from_builder(
         # Equal shards for training (every process runs the same number of
         # steps); every example exactly once over all shards for evaluation.
         split = tfds.even_splits(split, n=shard_count, drop_remainder=training)[shard_index]
-    num_examples = builder.info.splits[split].num_examples
+    # Known once the dataset is prepared; unknown for split-less metadata
+    # (e.g. under tfds.testing.mock_data).
+    num_examples = (
+        builder.info.splits[split].num_examples if builder.info.splits else None
+    )
     read_config = tfds.ReadConfig(
         shuffle_seed=seed, shuffle_reshuffle_each_iteration=True
     )
@@ -86,7 +90,7 @@ def _load_from_builder(
         seed=seed,
         dtype=dtype,
         shuffle_buffer_size=shuffle_buffer_size
-        or max(1, min(num_examples, DEFAULT_SHUFFLE_BUFFER)),
+        or max(1, min(num_examples or DEFAULT_SHUFFLE_BUFFER, DEFAULT_SHUFFLE_BUFFER)),
     )
     if not with_info:
         return dataset

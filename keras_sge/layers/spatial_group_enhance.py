@@ -6,6 +6,9 @@ import keras
 from keras import constraints, initializers, ops, regularizers
 
 _DATA_FORMATS = ("channels_last", "channels_first")
+# Up to this many groups, channels_last computes the similarity with one
+# block-diagonal matmul (see `_channels_last_similarity`).
+_BLOCK_MATMUL_MAX_GROUPS = 64
 
 
 @keras.saving.register_keras_serializable(package="keras_sge")
@@ -153,54 +156,87 @@ class SpatialGroupEnhance(keras.layers.Layer):
             constraint=self.beta_constraint,
         )
 
-    def _grouped(self, inputs):
-        """Views the input as `(N, H, W, G, C/G)` or `(N, G, C/G, H, W)`."""
+    def _gate(self, inputs):
+        """Returns the float32 gate and the input viewed per group.
+
+        The features are flattened over space: the gate has shape
+        `(N, H*W, G, 1)` for channels_last and `(N, G, 1, H*W)` for
+        channels_first, ready to broadcast against the grouped input view
+        `(N, H*W, G, C/G)` or `(N, G, C/G, H*W)` that is returned with it.
+        """
         shape = ops.shape(inputs)
         channels = inputs.shape[self._channel_axis]
         per_group = channels // self.groups
-        if self.data_format == "channels_last":
-            return ops.reshape(
-                inputs, (-1, shape[1], shape[2], self.groups, per_group)
-            )
-        return ops.reshape(inputs, (-1, self.groups, per_group, shape[2], shape[3]))
-
-    def _gate(self, grouped):
-        """Returns the sigmoid gate of float32 grouped features.
-
-        The gate has shape `(N, H, W, G)` for channels_last and `(N, G, H, W)`
-        for channels_first.
-        """
-        if self.data_format == "channels_last":
-            mean = ops.mean(grouped, axis=(1, 2))  # (N, G, C/G)
-            similarity = ops.einsum("nhwgc,ngc->nhwg", grouped, mean)
-            spatial_axes = (1, 2)  # of the similarity (N, H, W, G)
-            param_shape = (1, 1, 1, self.groups)
+        channels_last = self.data_format == "channels_last"
+        if channels_last:
+            positions = shape[1] * shape[2]
+            grouped = ops.reshape(inputs, (-1, positions, self.groups, per_group))
         else:
-            mean = ops.mean(grouped, axis=(3, 4))  # (N, G, C/G)
-            similarity = ops.einsum("ngchw,ngc->nghw", grouped, mean)
-            spatial_axes = (2, 3)  # of the similarity (N, G, H, W)
-            param_shape = (1, self.groups, 1, 1)
+            positions = shape[2] * shape[3]
+            grouped = ops.reshape(inputs, (-1, self.groups, per_group, positions))
+        features = ops.cast(grouped, "float32")
 
+        # Steps 1-2: the group means g and the similarity s = <x, g> of every
+        # position, computed as a contraction so that x * g is never stored.
+        if channels_last:
+            mean = ops.mean(features, axis=1)  # (N, G, C/G)
+            similarity = self._channels_last_similarity(features, mean)  # (N, P, G)
+            spatial_axis = 1
+        else:
+            mean = ops.mean(features, axis=3)  # (N, G, C/G)
+            # A batched (1 x C/G) @ (C/G x P) product: no transpose needed.
+            similarity = ops.einsum("ngcp,ngc->ngp", features, mean)
+            spatial_axis = 2
+
+        # gamma and beta broadcast over (N, P, G) or (N, G, P).
+        param_shape = (self.groups,) if channels_last else (self.groups, 1)
+        gamma = ops.reshape(ops.cast(self.gamma, "float32"), param_shape)
+        beta = ops.reshape(ops.cast(self.beta, "float32"), param_shape)
         if self.normalize:
+            # Step 3. (The mean of s equals <g, g> in exact arithmetic, but
+            # with few positions the rounding of that shortcut is not
+            # cancelled out, so it is taken from s itself.)
             centered = similarity - ops.mean(
-                similarity, axis=spatial_axes, keepdims=True
-            )
-            shape = ops.shape(similarity)
-            positions = ops.cast(
-                shape[spatial_axes[0]] * shape[spatial_axes[1]], "float32"
+                similarity, axis=spatial_axis, keepdims=True
             )
             # Unbiased variance, as torch.std. With a single position the
             # centred values are exactly 0, so any positive divisor gives t=0.
+            divisor = ops.maximum(ops.cast(positions, "float32") - 1.0, 1.0)
             variance = ops.sum(
-                ops.square(centered), axis=spatial_axes, keepdims=True
-            ) / ops.maximum(positions - 1.0, 1.0)
-            scores = centered / (ops.sqrt(variance) + self.epsilon)
+                ops.square(centered), axis=spatial_axis, keepdims=True
+            ) / divisor
+            # Steps 4-5: gamma / (std + epsilon) is one multiplier per group.
+            logits = centered * (gamma / (ops.sqrt(variance) + self.epsilon)) + beta
         else:
-            scores = similarity
+            logits = similarity * gamma + beta
+        gate = ops.sigmoid(logits)
+        return ops.expand_dims(gate, -1 if channels_last else 2), grouped
 
-        gamma = ops.reshape(ops.cast(self.gamma, "float32"), param_shape)
-        beta = ops.reshape(ops.cast(self.beta, "float32"), param_shape)
-        return ops.sigmoid(scores * gamma + beta)
+    def _channels_last_similarity(self, features, mean):
+        """Computes s (N, P, G) from features (N, P, G, C/G) and g (N, G, C/G).
+
+        For up to `_BLOCK_MATMUL_MAX_GROUPS` groups, s is one batched matmul
+        of the (N, P, C) features with the block-diagonal (C, G) matrix that
+        holds each group's mean in its rows: it reads x once, in its own
+        layout (an einsum over the group axis in the middle would transpose
+        x first). Beyond that the G-fold extra multiplications of the block
+        matrix would cost more than a fused multiply-and-sum.
+        """
+        num_positions = ops.shape(features)[1]
+        groups, per_group = self.groups, features.shape[-1]
+        channels = groups * per_group
+        if groups > _BLOCK_MATMUL_MAX_GROUPS:
+            return ops.sum(features * ops.expand_dims(mean, 1), axis=-1)
+        indicator = ops.cast(
+            ops.equal(
+                ops.expand_dims(ops.arange(channels) // per_group, 1),
+                ops.expand_dims(ops.arange(groups), 0),
+            ),
+            "float32",
+        )  # (C, G): 1 where channel c belongs to group k
+        blocks = ops.reshape(mean, (-1, channels, 1)) * indicator  # (N, C, G)
+        flat = ops.reshape(features, (-1, num_positions, channels))
+        return ops.matmul(flat, blocks)
 
     def compute_gate(self, inputs):
         """Computes the attention gate `sigmoid(gamma * t + beta)`.
@@ -215,16 +251,14 @@ class SpatialGroupEnhance(keras.layers.Layer):
         """
         if not self.built:
             self.build(tuple(inputs.shape))
-        grouped = ops.cast(self._grouped(inputs), "float32")
-        return self._gate(grouped)
+        gate, _ = self._gate(inputs)
+        shape = ops.shape(inputs)
+        if self.data_format == "channels_last":
+            return ops.reshape(gate, (-1, shape[1], shape[2], self.groups))
+        return ops.reshape(gate, (-1, self.groups, shape[2], shape[3]))
 
     def call(self, inputs):
-        grouped = self._grouped(inputs)
-        gate = self._gate(ops.cast(grouped, "float32"))
-        if self.data_format == "channels_last":
-            gate = ops.expand_dims(gate, -1)  # (N, H, W, G, 1)
-        else:
-            gate = ops.expand_dims(gate, 2)  # (N, G, 1, H, W)
+        gate, grouped = self._gate(inputs)
         outputs = grouped * ops.cast(gate, grouped.dtype)
         outputs = ops.reshape(outputs, ops.shape(inputs))
         return ops.cast(outputs, self.compute_dtype)

@@ -9,3 +9,4 @@ __version__ = "0.1.0"
 from keras_sge import layers  # noqa: E402,F401
 from keras_sge import data  # noqa: E402,F401
 from keras_sge import visualization  # noqa: E402,F401
+from keras_sge import applications  # noqa: E402,F401

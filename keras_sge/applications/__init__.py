@@ -1,0 +1,31 @@
+"""SGE-ResNet and ResNet baselines, preprocessing and checkpoint loading."""
+
+from keras_sge.applications.checkpoint import load_pytorch_checkpoint
+from keras_sge.applications.preprocessing import preprocess_input
+from keras_sge.applications.resnet import (
+    ResNet18,
+    ResNet34,
+    ResNet50,
+    ResNet101,
+    SGEResNet18,
+    SGEResNet34,
+    SGEResNet50,
+    SGEResNet101,
+    build_resnet,
+    pyramid_outputs,
+)
+
+__all__ = [
+    "ResNet18",
+    "ResNet34",
+    "ResNet50",
+    "ResNet101",
+    "SGEResNet18",
+    "SGEResNet34",
+    "SGEResNet50",
+    "SGEResNet101",
+    "build_resnet",
+    "load_pytorch_checkpoint",
+    "preprocess_input",
+    "pyramid_outputs",
+]

@@ -10,6 +10,7 @@ from PIL import Image
 
 from keras_sge import visualization as vis
 from keras_sge.layers import SpatialGroupEnhance
+from tests.conftest import BACKEND
 from tests.reference import sge_reference
 
 GROUPS = 4
@@ -85,9 +86,9 @@ def test_conv_model_and_batched_prediction(rng):
     sge, gamma, beta = _sge(rng, "layer1_0_sge", "channels_last", 32)
     x = sge(x)
     model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
-    images = rng.normal(size=(5, 12, 12, 3)).astype("float32")
+    images = rng.normal(size=(4, 12, 12, 3)).astype("float32")
     result = vis.sge_gates(model, images, batch_size=2, return_features=True)["layer1_0_sge"]
-    assert result.gate.shape == (5, 6, 6, GROUPS)
+    assert result.gate.shape == (4, 6, 6, GROUPS)
     expected = sge_reference(result.features_before, gamma, beta, GROUPS, return_gate=True)
     np.testing.assert_allclose(result.gate, expected, rtol=1e-5, atol=1e-6)
 
@@ -182,7 +183,7 @@ def test_plots_are_written(rng, tmp_path):
     gate[1, :2, :2, 5] = 0.01  # group 5 varies most in image 1
     assert vis.most_varied_groups(gate[1], 2)[0] == 5
     result = vis.GateResult("layer4_2_sge", 8, gate, rng.uniform(size=(3, 4, 4)), rng.uniform(size=(3, 4, 4)))
-    path = vis.plot_attention_maps(images, result, str(tmp_path / "maps" / "gates.png"), num_groups=3, captions=["a", "b", "c"])
+    path = vis.plot_attention_maps(images, result, str(tmp_path / "maps" / "gates.png"), num_groups=2, max_images=2, captions=["a", "b", "c"])
     assert _png_size(path)[0] == "PNG"
 
     stats = vis.ActivationStatistics(
@@ -192,3 +193,33 @@ def test_plots_are_written(rng, tmp_path):
     one = vis.plot_activation_statistics(stats, str(tmp_path / "stats.png"))
     two = vis.plot_activation_statistics({"SGE": stats, "other": stats}, str(tmp_path / "both.png"))
     assert _png_size(one)[0] == "PNG" and _png_size(two)[0] == "PNG"
+
+
+@pytest.mark.skipif(
+    BACKEND != "tensorflow",
+    reason="reads the graph of a full-depth builder (slow to build on jax); the "
+    "backend math is covered above on every backend; run once, in the tensorflow pass",
+)
+def test_builder_gates_every_stage(rng):
+    from keras_sge.applications import SGEResNet50
+
+    model = SGEResNet50(
+        input_shape=(64, 64, 3), classes=4,
+        sge_options={"gamma_initializer": keras.initializers.RandomNormal(stddev=2.0, seed=1)},
+    )
+    names = vis.find_sge_layers(model)
+    assert len(names) == 16 and names[0] == "layer1_0_sge" and names[-1] == "layer4_2_sge"
+    assert vis.select_sge_layers(model) == ["layer4_0_sge", "layer4_1_sge", "layer4_2_sge"]
+    images = rng.normal(size=(2, 64, 64, 3)).astype("float32")
+    # Early layers only: the extractor stops there and compiles quickly.
+    results = vis.sge_gates(model, images, ["layer1_2_sge", "layer2_0_sge"], return_features=True)
+    assert list(results) == ["layer1_2_sge", "layer2_0_sge"]
+    for name, side in (("layer1_2_sge", 16), ("layer2_0_sge", 8)):
+        result = results[name]
+        layer = model.get_layer(name)
+        gamma, beta = (ops.convert_to_numpy(w) for w in (layer.gamma, layer.beta))
+        assert result.gate.shape == (2, side, side, 64)
+        expected = sge_reference(result.features_before, gamma, beta, 64, return_gate=True)
+        np.testing.assert_allclose(result.gate, expected, rtol=1e-5, atol=1e-6)
+        y = sge_reference(result.features_before, gamma, beta, 64)
+        np.testing.assert_allclose(result.features_after, y, rtol=1e-4, atol=1e-5)

@@ -149,60 +149,90 @@ def _model_input(model: keras.Model):
         ) from error
 
 
-def _iterate_features(
-    model: keras.Model,
-    inputs,
-    wanted: set[str] | None,
-    prefix: str = "",
-    batch_size: int | None = None,
-) -> Iterator[tuple[str, SpatialGroupEnhance, np.ndarray, np.ndarray]]:
-    """Yields (name, layer, layer input, layer output) for the SGE layers.
+class FeatureTaps:
+    """Reads the inputs and outputs of a model's SGE layers.
 
-    One feature-extractor model is built from the functional graph per
-    (nested) model and run once; the model itself is not changed.
+    Builds one feature extractor `keras.Model(model.input, [layer.input,
+    layer.output, ...])` per (nested) functional model, once, from the
+    functional graph; the model itself is not changed. Reuse one instance
+    for many batches: the extractor is compiled on its first call.
+
+    Args:
+        model: A functional model containing SpatialGroupEnhance layers.
+        layer_names: Only these SGE layers (names as `find_sge_layers`
+            gives them); defaults to all.
     """
-    taps = []  # (kind, name, layer) in layer order
-    outputs = []
-    for layer in model.layers:
-        name = prefix + layer.name
-        if isinstance(layer, SpatialGroupEnhance):
-            if wanted is not None and name not in wanted:
-                continue
-            taps.append(("sge", name, layer))
-            outputs.extend([layer.input, layer.output])
-        elif isinstance(layer, keras.Model) and _contains_sge(layer):
-            inner_names = find_sge_layers(layer, name + "/")
-            if wanted is not None and not wanted.intersection(inner_names):
-                continue
-            taps.append(("model", name, layer))
-            outputs.append(_outer_input(layer))
-    if not taps:
-        return
-    try:
-        extractor = keras.Model(_model_input(model), outputs)
-    except ValueError as error:
-        raise ValueError(
-            f"Could not read the SGE layers of model {model.name!r} from its "
-            "functional graph; sge_gates supports functional models (and "
-            f"nested functional models) only. Keras said: {error}"
-        ) from error
-    if batch_size is None:
-        values = extractor.predict_on_batch(inputs)
-    else:
-        values = extractor.predict(inputs, batch_size=batch_size, verbose=0)
-    if not isinstance(values, (list, tuple)):  # a single output comes unwrapped
-        values = [values]
-    values = [np.asarray(v) for v in values]
-    position = 0
-    for kind, name, layer in taps:
-        if kind == "sge":
-            yield name, layer, values[position], values[position + 1]
-            position += 2
-        else:
-            yield from _iterate_features(
-                layer, values[position], wanted, name + "/", batch_size
+
+    def __init__(self, model: keras.Model, layer_names: Sequence[str] | None = None):
+        all_names = find_sge_layers(model)
+        if not all_names:
+            raise ValueError(
+                f"Model {model.name!r} contains no SpatialGroupEnhance layer."
             )
-            position += 1
+        if layer_names is not None:
+            unknown = [n for n in layer_names if n not in all_names]
+            if unknown:
+                raise ValueError(
+                    f"Unknown SGE layer name(s) {unknown} for model "
+                    f"{model.name!r}. Expected names among {all_names}."
+                )
+        wanted = None if layer_names is None else set(layer_names)
+        self._extractor, self._taps = self._build(model, wanted, "")
+
+    @classmethod
+    def _build(cls, model, wanted, prefix):
+        taps = []  # ("sge", name, layer) or ("model", name, child taps)
+        outputs = []
+        for layer in model.layers:
+            name = prefix + layer.name
+            if isinstance(layer, SpatialGroupEnhance):
+                if wanted is None or name in wanted:
+                    taps.append(("sge", name, layer))
+                    outputs.extend([layer.input, layer.output])
+            elif isinstance(layer, keras.Model) and _contains_sge(layer):
+                inner_names = find_sge_layers(layer, name + "/")
+                if wanted is None or wanted.intersection(inner_names):
+                    taps.append(("model", name, cls._build(layer, wanted, name + "/")))
+                    outputs.append(_outer_input(layer))
+        try:
+            extractor = keras.Model(_model_input(model), outputs)
+        except ValueError as error:
+            raise ValueError(
+                f"Could not read the SGE layers of model {model.name!r} from "
+                "its functional graph; only functional models (and nested "
+                f"functional models) are supported. Keras said: {error}"
+            ) from error
+        return extractor, taps
+
+    def __call__(
+        self, inputs, batch_size: int | None = None
+    ) -> Iterator[tuple[str, SpatialGroupEnhance, np.ndarray, np.ndarray]]:
+        """Yields `(name, layer, layer input, layer output)` as NumPy arrays.
+
+        Args:
+            inputs: A batch of model inputs.
+            batch_size: Run the model in batches of this size; by default
+                the whole input is one batch.
+        """
+        yield from self._run(self._extractor, self._taps, inputs, batch_size)
+
+    @classmethod
+    def _run(cls, extractor, taps, inputs, batch_size):
+        if batch_size is None:
+            values = extractor.predict_on_batch(inputs)
+        else:
+            values = extractor.predict(inputs, batch_size=batch_size, verbose=0)
+        if not isinstance(values, (list, tuple)):  # a single output comes unwrapped
+            values = [values]
+        values = [np.asarray(v) for v in values]
+        position = 0
+        for kind, name, payload in taps:
+            if kind == "sge":
+                yield name, payload, values[position], values[position + 1]
+                position += 2
+            else:
+                yield from cls._run(*payload, values[position], batch_size)
+                position += 1
 
 
 def _channels_last(array: np.ndarray, data_format: str) -> np.ndarray:
@@ -217,6 +247,7 @@ def sge_gates(
     layer_names: Sequence[str] | str | None = None,
     return_features: bool = False,
     batch_size: int | None = None,
+    taps: FeatureTaps | None = None,
 ) -> dict[str, GateResult]:
     """Reads every SGE layer's attention gate for a batch of images.
 
@@ -235,6 +266,8 @@ def sge_gates(
         return_features: Also return the layer inputs and outputs.
         batch_size: If given, runs the images through the model in batches of
             this size (for large arrays); by default in one batch.
+        taps: A `FeatureTaps(model, layer_names)` to reuse over many calls
+            (its extractor is compiled once); by default a new one.
 
     Returns:
         A dict from layer name to `GateResult`, in the model's layer order.
@@ -247,26 +280,12 @@ def sge_gates(
     >>> gates["layer4_2_sge"].gate.shape
     (2, 7, 7, 64)
     """
-    all_names = find_sge_layers(model)
-    if not all_names:
-        raise ValueError(
-            f"Model {model.name!r} contains no SpatialGroupEnhance layer."
-        )
     if isinstance(layer_names, str):
         layer_names = [layer_names]
-    wanted = None
-    if layer_names is not None:
-        unknown = [n for n in layer_names if n not in all_names]
-        if unknown:
-            raise ValueError(
-                f"Unknown SGE layer name(s) {unknown} for model {model.name!r}. "
-                f"Expected names among {all_names}."
-            )
-        wanted = set(layer_names)
+    if taps is None:
+        taps = FeatureTaps(model, layer_names)
     results = {}
-    for name, layer, before, after in _iterate_features(
-        model, images, wanted, batch_size=batch_size
-    ):
+    for name, layer, before, after in taps(images, batch_size):
         gate = ops.convert_to_numpy(layer.compute_gate(before))
         gate = _channels_last(gate.astype("float32"), layer.data_format)
         before = _channels_last(before, layer.data_format)

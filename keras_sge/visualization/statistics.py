@@ -7,7 +7,7 @@ import dataclasses
 import keras
 import numpy as np
 
-from keras_sge.visualization.gates import select_sge_layers, sge_gates
+from keras_sge.visualization.gates import FeatureTaps, select_sge_layers, sge_gates
 
 
 @dataclasses.dataclass
@@ -112,10 +112,11 @@ def activation_statistics(
     (3, 64)
     """
     layer_names = select_sge_layers(model, stage)
+    taps = FeatureTaps(model, layer_names)  # one extractor for every batch
     sums = None
     num_images = 0
     for images in _batches(dataset, max_images):
-        results = sge_gates(model, images, layer_names, return_features=True)
+        results = sge_gates(model, images, return_features=True, taps=taps)
         groups = {r.groups for r in results.values()}
         if len(groups) != 1:
             raise ValueError(

@@ -1,0 +1,97 @@
+"""Draws what SGE does in a model: attention maps and activation statistics.
+
+Writes to `--output-dir`: `attention_maps.png` (each image beside the gates of
+its most varied groups in the last SGE layer and the feature-norm heat maps
+before and after it), `activation_statistics.png` and `.json` (per-group
+activation variance before and after SGE over a stage).
+
+Examples:
+
+    # a model trained by applications/train.py, on demo validation images
+    python applications/visualize.py --model runs/train/model.keras --output-dir runs/vis
+    # the authors' checkpoint, on your own images
+    python applications/visualize.py dog.jpg cat.jpg --model sge_resnet50 \
+        --checkpoint sge_resnet50.pth.tar --output-dir runs/vis
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import keras
+import numpy as np
+
+import keras_sge  # noqa: F401  (registers the layer for loading)
+from keras_sge import applications, data, visualization
+
+BUILDERS = {"sge_resnet50": applications.SGEResNet50, "sge_resnet101": applications.SGEResNet101}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("images", nargs="*", help="image files; default: images of --dataset")
+    parser.add_argument("--model", required=True, help="a .keras file, or sge_resnet50 / sge_resnet101 with --checkpoint")
+    parser.add_argument("--checkpoint", default=None, help="the authors' PyTorch checkpoint (with a builder name as --model)")
+    parser.add_argument("--image-size", type=int, default=None, help="default: the model's input size, else 224")
+    parser.add_argument("--dataset", default="demo", help="dataset of the images when no file is given (see keras_sge.data.load)")
+    parser.add_argument("--split", default="validation")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--num-images", type=int, default=6, help="images shown from --dataset")
+    parser.add_argument("--statistics-images", type=int, default=64, help="images of --dataset for the statistics (image files: the files)")
+    parser.add_argument("--layer", default=None, help="SGE layer of the maps; default: the last one")
+    parser.add_argument("--stage", default=None, help="stage (e.g. layer4) or layer of the statistics; default: the last stage")
+    parser.add_argument("--num-groups", type=int, default=4, help="gate maps per image")
+    parser.add_argument("--output-dir", default="runs/visualize")
+    return parser.parse_args(argv)
+
+
+def load_model(args: argparse.Namespace) -> keras.Model:
+    if args.model in BUILDERS:
+        if args.checkpoint is None:
+            raise SystemExit(f"--model {args.model} needs --checkpoint (the authors' PyTorch file).")
+        return BUILDERS[args.model](weights=args.checkpoint)
+    if not args.model.endswith(".keras") or not os.path.isfile(args.model):
+        raise SystemExit(
+            f"--model must be an existing .keras file or one of {sorted(BUILDERS)}; got {args.model!r}."
+        )
+    if args.checkpoint is not None:
+        raise SystemExit("--checkpoint only goes with a builder name as --model.")
+    # safe_mode (the default) refuses to deserialise code from the file.
+    return keras.saving.load_model(args.model, compile=False)
+
+
+def main(argv=None) -> dict[str, str]:
+    args = parse_args(argv)
+    model = load_model(args)
+    spatial = model.input.shape[1:3] if keras.config.image_data_format() == "channels_last" else model.input.shape[2:4]
+    image_size = args.image_size or (spatial[0] if spatial[0] and spatial[0] == spatial[1] else 224)
+    statistics_data = None
+    if args.images:
+        images = visualization.load_images(args.images, image_size)
+        captions = [os.path.basename(path) for path in args.images]
+    else:
+        dataset, info = data.load(
+            args.dataset, args.split, batch_size=args.num_images, image_size=image_size,
+            data_dir=args.data_dir, training=False, with_info=True,
+        )
+        images, labels = next(iter(dataset))
+        images, labels = np.asarray(images), np.asarray(labels)
+        names = info.class_names or [str(i) for i in range(info.num_classes)]
+        captions = [names[int(label)] for label in labels]
+        statistics_data = data.load(
+            args.dataset, args.split, batch_size=16, image_size=image_size,
+            data_dir=args.data_dir, training=False,
+        )
+    paths = visualization.write_report(
+        model, images, args.output_dir, statistics_data=statistics_data, captions=captions,
+        layer=args.layer, stage=args.stage, num_groups=args.num_groups,
+        max_statistics_images=None if args.images else args.statistics_images,
+    )
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return paths
+
+
+if __name__ == "__main__":
+    main()

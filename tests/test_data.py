@@ -71,7 +71,7 @@ def test_decode_image_gives_rgb_like_pillow(rng, fmt, mode):
 def test_random_crop_window_respects_area_and_aspect_ranges():
     shape = tf.constant([375, 500])
     windows = np.stack(
-        [preprocessing.random_crop_window(shape, tf.constant([i, 7])).numpy() for i in range(200)]
+        [preprocessing.random_crop_window(shape, tf.constant([i, 7])).numpy() for i in range(100)]
     )
     y, x, h, w = windows.T
     assert (y >= 0).all() and (x >= 0).all() and (y + h <= 375).all() and (x + w <= 500).all()
@@ -80,7 +80,7 @@ def test_random_crop_window_respects_area_and_aspect_ranges():
     assert area.min() < 0.2 and area.max() > 0.7  # the whole range is used
     aspect = w / h
     assert aspect.min() >= 0.75 * 0.95 and aspect.max() <= 4 / 3 * 1.05
-    assert len({tuple(v) for v in windows}) > 190  # seeds matter
+    assert len({tuple(v) for v in windows}) > 95  # seeds matter
 
 
 @pytest.mark.backend_independent
@@ -130,6 +130,31 @@ def test_preprocess_for_eval_matches_torchvision_resize_and_centre_crop(rng):
     left, top = int(round((341 - 224) / 2)), int(round((256 - 224) / 2))
     expected = np.asarray(image.crop((left, top, left + 224, top + 224)), np.float64)
     assert np.abs(out - expected).mean() < 1.0
+
+
+@pytest.mark.backend_independent
+@pytest.mark.parametrize(
+    "height,width,size,fmt",
+    [(375, 500, 224, "JPEG"), (500, 375, 224, "JPEG"), (30, 100, 32, "PNG"), (200, 200, 224, "JPEG")],
+)
+def test_preprocess_for_eval_equals_resizing_the_whole_image_then_cropping(
+    rng, height, width, size, fmt
+):
+    # The fused version decodes and resamples only the cropped window; the
+    # literal one resizes everything (tf.image.resize, antialiased), then crops.
+    image_bytes = tf.constant(encode(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), fmt))
+    image = data.decode_image(image_bytes)
+    resize = int(size / 0.875)
+    short = min(height, width)
+    new_h = resize if height == short else int(height * resize / short)
+    new_w = resize if width == short else int(width * resize / short)
+    new_h, new_w = max(new_h, size), max(new_w, size)
+    top, left = int(round((new_h - size) / 2)), int(round((new_w - size) / 2))
+    literal = tf.image.resize(image, [new_h, new_w], antialias=True)[top : top + size, left : left + size]
+    literal = np.clip(np.round(literal.numpy()), 0, 255)
+    fused = data.preprocess_for_eval(image_bytes, size).numpy().astype(np.float64)
+    assert np.abs(fused - literal).max() <= 1.0  # float rounding at .5 only
+    assert np.abs(fused - literal).mean() < 0.01
 
 
 @pytest.mark.backend_independent
@@ -285,22 +310,22 @@ def test_image_folder_split_layouts_and_errors(tmp_path, rng):
 
 @pytest.mark.backend_independent
 def test_image_folder_shards_cover_every_example_once(tmp_path, rng):
-    make_folder(str(tmp_path), rng, per_class=3)
-    full_images, _ = collect(data.load_image_folder(str(tmp_path), batch_size=4, image_size=16))
-    shards = [
-        collect(data.load_image_folder(str(tmp_path), batch_size=2, image_size=16, shard=(i, 2)))[0]
+    make_folder(str(tmp_path), rng, per_class=3)  # labels 0,0,0,1,1,1,2,2,2
+    shard_labels = [
+        collect(data.load_image_folder(str(tmp_path), batch_size=2, image_size=16, shard=(i, 2)))[1]
         for i in range(2)
     ]
-    assert [len(s) for s in shards] == [5, 4]
-    merged = np.concatenate(shards)
-    key = lambda a: sorted(map(bytes, a.round(4)))  # noqa: E731
-    assert key(merged) == key(full_images)
-    context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1, num_replicas_in_sync=2)
+    # File i goes to shard i % 2: every file once, in order within a shard.
+    assert [s.tolist() for s in shard_labels] == [[0, 0, 1, 2, 2], [0, 1, 1, 2]]
+    context = tf.distribute.InputContext(
+        num_input_pipelines=2, input_pipeline_id=1, num_replicas_in_sync=2
+    )
     dataset = data.load_image_folder(
         str(tmp_path), batch_size=4, image_size=16, training=True, input_context=context
     )
     assert dataset.element_spec[0].shape[0] == 2  # per-replica batch
-    assert len(collect(dataset)[1]) == 4  # 4 of the shard's 4 examples
+    # Training shards are cut to the same length (9 // 2 files each).
+    assert dataset.cardinality() == 2 and len(collect(dataset)[1]) == 4
 
 
 # --- demo dataset -------------------------------------------------------------
@@ -367,8 +392,8 @@ def test_demo_fit_and_evaluate_one_step(tmp_path):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    history = model.fit(train, validation_data=validation, epochs=2, verbose=0)
-    assert len(history.history["loss"]) == 2
+    history = model.fit(train, validation_data=validation, epochs=1, verbose=0)
+    assert len(history.history["loss"]) == 1
     assert np.isfinite(history.history["val_loss"]).all()
 
 
@@ -384,3 +409,19 @@ def test_demo_channels_first_layout_and_bfloat16(tmp_path):
     np.testing.assert_array_equal(labels.numpy(), [0, 1, 2, 3])
     with pytest.raises(ValueError, match="splits 'train' and 'validation'"):
         data.load_demo("test", batch_size=4)
+
+
+@pytest.mark.backend_independent
+def test_benchmark_input_program_runs_all_pipelines(monkeypatch, capsys):
+    import runpy
+
+    program = os.path.join(os.path.dirname(__file__), "..", "applications", "benchmark_input.py")
+    argv = ["benchmark_input.py", "--image-size", "32", "--num-images", "2", "--repeats", "2",
+            "--rounds", "1", "--batch-size", "2", "--source-size", "64x48"]
+    monkeypatch.setattr("sys.argv", argv)
+    runpy.run_path(program, run_name="__main__")
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split() for line in lines[2:]}
+    assert set(rows) == {"baseline", "train", "eval"}
+    assert rows["baseline"][-1] == "1.00x"
+    assert all(float(row[-3]) > 0 and float(row[-2]) > 0 for row in rows.values())

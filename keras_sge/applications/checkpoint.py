@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import keras
 import numpy as np
@@ -117,12 +118,25 @@ def _model_targets(model) -> dict:
     return targets
 
 
-def _listing(title: str, items: list) -> str:
-    shown = "\n".join(f"    {item}" for item in items[:_LIST_LIMIT])
-    more = len(items) - _LIST_LIMIT
-    if more > 0:
-        shown += f"\n    ... and {more} more"
-    return f"  {title} ({len(items)}):\n{shown}"
+def _natural_key(text: str):
+    """Sorts `layer3.10` after `layer3.9`."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def _listing(title: str, keys: list) -> str:
+    """All the modules concerned, then the first keys."""
+    keys = sorted(keys, key=_natural_key)
+    modules = []
+    for key in keys:
+        parts = key.split(".")
+        module = ".".join(parts[:2]) if parts[0].startswith("layer") else parts[0]
+        if module not in modules:
+            modules.append(module)
+    lines = [f"  {title} ({len(keys)}), in {', '.join(modules)}:"]
+    lines += [f"    {key}" for key in keys[:_LIST_LIMIT]]
+    if len(keys) > _LIST_LIMIT:
+        lines.append(f"    ... and {len(keys) - _LIST_LIMIT} more")
+    return "\n".join(lines)
 
 
 def load_pytorch_checkpoint(model: keras.Model, path: str | os.PathLike) -> None:
@@ -168,9 +182,9 @@ def load_pytorch_checkpoint(model: keras.Model, path: str | os.PathLike) -> None
     if not has_top:
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
 
-    missing = sorted(set(targets) - set(state))
-    unexpected = sorted(set(state) - set(targets))
-    mismatched = sorted(
+    missing = list(set(targets) - set(state))
+    unexpected = list(set(state) - set(targets))
+    mismatched = list(
         f"{key}: file {tuple(state[key].shape)}, model expects {targets[key][1]}"
         for key in set(targets) & set(state)
         if tuple(state[key].shape) != tuple(targets[key][1])

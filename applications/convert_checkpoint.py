@@ -1,0 +1,79 @@
+"""Convert an SGE-ResNet / ResNet PyTorch checkpoint to a Keras file.
+
+Reads the authors' PytorchInsight checkpoint (or any state_dict of the same
+architecture) safely, builds the matching Keras model and writes it as a
+`.keras` model or a `.weights.h5` weights file, usable on every backend.
+
+Example:
+
+    python applications/convert_checkpoint.py --model sge_resnet50 \
+        --input sge_resnet50.pth.tar --output sge_resnet50.keras
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+BUILDERS = {
+    "sge_resnet18": "SGEResNet18",
+    "sge_resnet34": "SGEResNet34",
+    "sge_resnet50": "SGEResNet50",
+    "sge_resnet101": "SGEResNet101",
+    "resnet18": "ResNet18",
+    "resnet34": "ResNet34",
+    "resnet50": "ResNet50",
+    "resnet101": "ResNet101",
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, choices=sorted(BUILDERS))
+    parser.add_argument("--input", required=True, help="PyTorch checkpoint (.pth, .pth.tar, .pt)")
+    parser.add_argument("--output", required=True, help="output path ending in .keras or .weights.h5")
+    parser.add_argument("--classes", type=int, default=1000, help="classes of the checkpoint's fc head")
+    parser.add_argument(
+        "--image-size", type=int, default=224, help="static input height and width of the saved model"
+    )
+    parser.add_argument(
+        "--no-top", action="store_true", help="drop the fc head (the file's fc.* tensors are ignored)"
+    )
+    args = parser.parse_args(argv)
+    if not args.output.endswith((".keras", ".weights.h5")):
+        parser.error(f"--output must end in .keras or .weights.h5, got {args.output!r}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import keras
+
+    from keras_sge import applications
+
+    builder = getattr(applications, BUILDERS[args.model])
+    size = args.image_size
+    if keras.config.image_data_format() == "channels_first":
+        input_shape = (3, size, size)
+    else:
+        input_shape = (size, size, 3)
+    model = builder(
+        include_top=not args.no_top,
+        weights=args.input,
+        input_shape=input_shape,
+        classes=args.classes,
+    )
+    if args.output.endswith(".keras"):
+        model.save(args.output)
+    else:
+        model.save_weights(args.output)
+    trainable = sum(int(keras.ops.size(w)) for w in model.trainable_weights)
+    print(
+        f"Converted {args.input} into {model.name} ({trainable:,} parameters, "
+        f"input {input_shape}) and wrote {args.output}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""PyTorch checkpoints -> Keras models, checked against the plain-PyTorch reference."""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from keras_sge import applications  # noqa: E402
+from keras_sge.reference import torch_resnet  # noqa: E402
+from tests.conftest import BACKEND, channels_first_convs_supported, subprocess_env  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOLERANCE = 1e-4  # max abs difference of float32 logits
+
+
+class NotATensor:
+    """Pickled into a file that `weights_only=True` must refuse to load."""
+
+
+def _randomize(net, seed):
+    """Random weights and non-trivial BatchNorm statistics and SGE parameters."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def uniform(shape, low, high):
+        return low + (high - low) * torch.rand(shape, generator=generator)
+
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                shape = module.weight.shape
+                module.weight.copy_(uniform(shape, 0.5, 1.2))
+                module.bias.copy_(uniform(shape, -0.2, 0.2))
+                module.running_mean.copy_(uniform(shape, -0.2, 0.2))
+                module.running_var.copy_(uniform(shape, 0.5, 2.0))
+                module.num_batches_tracked.fill_(1234)
+            elif isinstance(module, torch_resnet.SpatialGroupEnhance):
+                module.weight.copy_(uniform(module.weight.shape, -2.0, 2.0))
+                module.bias.copy_(uniform(module.bias.shape, -1.0, 1.0))
+            elif isinstance(module, torch.nn.Linear):
+                # Larger than PyTorch's default, so that the logits depend
+                # visibly on the image rather than on the bias.
+                module.weight.copy_(uniform(module.weight.shape, -0.2, 0.2))
+                module.bias.copy_(uniform(module.bias.shape, -0.5, 0.5))
+    return net.eval()
+
+
+def _save_as_authors(net, path):
+    """The PytorchInsight training script's checkpoint layout."""
+    state = {"module." + key: value for key, value in net.state_dict().items()}
+    torch.save(
+        {
+            "epoch": 100,
+            "arch": "sge_resnet50",
+            "state_dict": state,
+            "acc": torch.tensor(77.584),
+            "best_acc": 77.584,
+            "optimizer": {"state": {}, "param_groups": [{"lr": 0.0001, "momentum": 0.9}]},
+        },
+        path,
+    )
+
+
+def _torch_outputs(net, images_nchw):
+    with torch.no_grad():
+        x = torch.from_numpy(images_nchw)
+        x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+        x = net.layer4(net.layer3(net.layer2(net.layer1(x))))
+        pooled = torch.flatten(net.avgpool(x), 1)
+        return net.fc(pooled).numpy(), pooled.numpy()
+
+
+def _keras_forward(model, images_nchw):
+    if keras.config.image_data_format() == "channels_last":
+        images = np.transpose(images_nchw, (0, 2, 3, 1))
+    else:
+        images = images_nchw
+    return keras.ops.convert_to_numpy(model(images, training=False))
+
+
+def _max_abs(a, b):
+    return float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+
+
+@pytest.fixture(scope="module")
+def sge_resnet50_file(tmp_path_factory):
+    torch.manual_seed(0)
+    net = _randomize(torch_resnet.sge_resnet50(), seed=1)
+    images = np.random.default_rng(2).normal(size=(2, 3, 64, 64)).astype("float32")
+    logits, _ = _torch_outputs(net, images)
+    path = str(tmp_path_factory.mktemp("ckpt") / "sge_resnet50.pth.tar")
+    _save_as_authors(net, path)
+    return path, images, logits
+
+
+def _input_shape(size):
+    if keras.config.image_data_format() == "channels_first":
+        return (3, size, size)
+    return (size, size, 3)
+
+
+def test_sge_resnet50_matches_pytorch(sge_resnet50_file):
+    path, images, logits = sge_resnet50_file
+    # The two images get clearly different logits: the test sees the features.
+    assert _max_abs(logits[0], logits[1]) > 1000 * TOLERANCE
+    model = applications.SGEResNet50(
+        weights=path, input_shape=_input_shape(64), classifier_activation=None
+    )
+    outputs = _keras_forward(model, images)
+    assert _max_abs(outputs, logits) <= TOLERANCE
+    gamma = keras.ops.convert_to_numpy(model.get_layer("layer4_2_sge").gamma)
+    stored = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    np.testing.assert_array_equal(gamma, stored["module.layer4.2.sge.weight"].numpy().reshape(-1))
+
+
+@pytest.mark.parametrize(
+    "arch, data_format",
+    [("sge_resnet18", "channels_first"), ("resnet18", "channels_last")],
+)
+def test_basic_block_models_match_pytorch_and_survive_keras_saving(arch, data_format, tmp_path):
+    if data_format == "channels_first" and not channels_first_convs_supported():
+        pytest.skip("TensorFlow on the CPU has no channels_first (NCHW) convolution kernels")
+    keras.config.set_image_data_format(data_format)
+    torch.manual_seed(3)
+    net = _randomize(torch_resnet.MODELS[arch](num_classes=10), seed=4)
+    images = np.random.default_rng(5).normal(size=(2, 3, 64, 64)).astype("float32")
+    logits, pooled = _torch_outputs(net, images)
+    path = str(tmp_path / f"{arch}.pt")
+    torch.save(net.state_dict(), path)  # a bare state_dict, without "module."
+    builder = {"sge_resnet18": applications.SGEResNet18, "resnet18": applications.ResNet18}[arch]
+
+    model = builder(weights=path, input_shape=_input_shape(64), classes=10, classifier_activation=None)
+    outputs = _keras_forward(model, images)
+    assert _max_abs(outputs, logits) <= TOLERANCE
+    # The converted model survives a .keras round trip.
+    keras_path = str(tmp_path / "converted.keras")
+    model.save(keras_path)
+    reloaded = keras.saving.load_model(keras_path)
+    assert _max_abs(_keras_forward(reloaded, images), outputs) <= 1e-6
+    # Without the top the file's fc.* tensors are skipped.
+    backbone = builder(weights=path, include_top=False, pooling="avg")
+    assert _max_abs(_keras_forward(backbone, images), pooled) <= TOLERANCE
+
+
+def _snapshot(model):
+    return [keras.ops.convert_to_numpy(w).copy() for w in model.weights]
+
+
+def _unchanged(model, snapshot):
+    return all(
+        np.array_equal(keras.ops.convert_to_numpy(w), s) for w, s in zip(model.weights, snapshot)
+    )
+
+
+def test_mismatches_list_keys_and_load_nothing(sge_resnet50_file):
+    path = sge_resnet50_file[0]
+    deeper = applications.SGEResNet101(include_top=False, input_shape=(64, 64, 3))
+    before = _snapshot(deeper)
+    with pytest.raises(ValueError) as error:
+        applications.load_pytorch_checkpoint(deeper, path)
+    message = str(error.value)
+    assert "nothing was loaded" in message
+    blocks = ", ".join(f"layer3.{i}" for i in range(6, 23))
+    assert f"Missing keys (in the model, not in the file) ({17 * 17}), in {blocks}:" in message
+    assert "    layer3.6.bn1.bias\n" in message
+    assert "Unexpected" not in message
+    assert _unchanged(deeper, before)
+
+    ten_classes = applications.SGEResNet50(input_shape=(64, 64, 3), classes=10)
+    before = _snapshot(ten_classes)
+    with pytest.raises(ValueError) as error:
+        applications.load_pytorch_checkpoint(ten_classes, path)
+    message = str(error.value)
+    assert "Shape mismatches (2)" in message
+    assert "fc.weight: file (1000, 2048), model expects (10, 2048)" in message
+    assert "fc.bias: file (1000,), model expects (10,)" in message
+    assert "Missing" not in message
+    assert _unchanged(ten_classes, before)
+
+    plain = applications.ResNet50(include_top=False, input_shape=(64, 64, 3))
+    with pytest.raises(ValueError, match=r"(?s)Unexpected keys.*layer1\.0\.sge\.weight.*build an SGEResNet"):
+        applications.load_pytorch_checkpoint(plain, path)
+
+
+def test_se_resnet_and_bad_files_are_refused(tmp_path):
+    net = torch_resnet.resnet18(num_classes=10)
+    state = net.state_dict()
+    # An SE-ResNet checkpoint has squeeze-excitation weights in every block.
+    state["layer1.0.se.fc1.weight"] = torch.zeros(4, 64, 1, 1)
+    state["layer1.0.se.fc2.weight"] = torch.zeros(64, 4, 1, 1)
+    se_path = str(tmp_path / "se_resnet18.pth")
+    torch.save({"state_dict": state}, se_path)
+    model = applications.SGEResNet18(input_shape=(32, 32, 3), classes=10)
+    before = _snapshot(model)
+    with pytest.raises(ValueError) as error:
+        applications.load_pytorch_checkpoint(model, se_path)
+    message = str(error.value)
+    assert "layer1.0.se.fc1.weight" in message and "layer1.0.sge.weight" in message
+    assert "file has no SGE weights" in message
+    assert _unchanged(model, before)
+
+    code_path = str(tmp_path / "code.pth")
+    torch.save({"state_dict": NotATensor()}, code_path)
+    with pytest.raises(ValueError, match="weights_only=True"):
+        applications.load_pytorch_checkpoint(model, code_path)
+    other_path = str(tmp_path / "other.pth")
+    torch.save({"epoch": 3, "weights": [1, 2]}, other_path)
+    with pytest.raises(ValueError, match="neither a state_dict"):
+        applications.load_pytorch_checkpoint(model, other_path)
+    with pytest.raises(FileNotFoundError):
+        applications.load_pytorch_checkpoint(model, str(tmp_path / "absent.pth"))
+    assert _unchanged(model, before)
+
+
+def test_missing_torch_gives_a_clear_error(monkeypatch, tmp_path):
+    model = applications.ResNet18(input_shape=(32, 32, 3))
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(ImportError, match="needs the `torch` package .*only to read the file"):
+        applications.load_pytorch_checkpoint(model, str(tmp_path / "x.pth"))
+
+
+@pytest.mark.skipif(
+    BACKEND != "tensorflow",
+    reason="the conversion runs on every backend in the tests above; the "
+    "program around it (a subprocess, ~1 min) runs once, in the tensorflow pass",
+)
+def test_convert_checkpoint_program(tmp_path):
+    torch.manual_seed(6)
+    net = _randomize(torch_resnet.sge_resnet18(num_classes=10), seed=7)
+    images = np.random.default_rng(8).normal(size=(2, 3, 64, 64)).astype("float32")
+    logits, _ = _torch_outputs(net, images)
+    path = str(tmp_path / "sge_resnet18.pth.tar")
+    _save_as_authors(net, path)
+    output = str(tmp_path / "sge_resnet18.keras")
+    result = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "applications", "convert_checkpoint.py"),
+            "--model", "sge_resnet18",
+            "--input", path,
+            "--output", output,
+            "--classes", "10",
+            "--image-size", "64",
+        ],
+        env=subprocess_env(BACKEND),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{sum(p.numel() for p in net.parameters()):,} parameters" in result.stdout
+    model = keras.saving.load_model(output)
+    model.get_layer("fc").activation = keras.activations.linear  # compare logits, not softmax
+    assert _max_abs(_keras_forward(model, images), logits) <= TOLERANCE

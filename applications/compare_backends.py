@@ -1,0 +1,94 @@
+"""Compares TensorFlow, JAX and PyTorch on the SGE layer and SGE-ResNet50.
+
+Each backend runs in its own process on the same inputs and weights. Prints a
+table and writes `comparison.json` and `comparison.png` to `--output-dir`.
+
+Examples:
+
+    python applications/compare_backends.py --quick
+    python applications/compare_backends.py --layer-only
+    python applications/compare_backends.py --backends jax torch --batch-size 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from keras_sge import benchmarking
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output-dir", default="compare_backends_output")
+    parser.add_argument(
+        "--backends", nargs="+", default=list(benchmarking.BACKENDS),
+        choices=benchmarking.BACKENDS,
+    )
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="small shapes (layer 8x28x28x256, batch 4 at 64 px); about two minutes on 2 CPU cores",
+    )
+    parser.add_argument(
+        "--layer-only", action="store_true",
+        help="only the SGE layer benchmark (forward, forward+backward vs x * x)",
+    )
+    parser.add_argument("--layer-shape", type=int, nargs=4, metavar=("N", "H", "W", "C"))
+    parser.add_argument("--groups", type=int, default=64)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--image-size", type=int)
+    parser.add_argument("--depth", type=int, default=50, choices=(18, 34, 50, 101))
+    parser.add_argument("--classes", type=int, default=1000)
+    parser.add_argument(
+        "--mixed-precision", nargs="?", const="float16", choices=("float16", "bfloat16"),
+        help="mixed precision compute dtype (float16 if given without a value)",
+    )
+    parser.add_argument(
+        "--data-format", default="auto", choices=("auto", "channels_last", "channels_first"),
+        help="auto: channels_first on torch, channels_last on tensorflow and jax",
+    )
+    parser.add_argument("--no-training", action="store_true", help="skip training steps")
+    parser.add_argument("--no-torch-reference", action="store_true")
+    parser.add_argument("--torch-compile", action="store_true")
+    parser.add_argument("--warmup", type=int)
+    parser.add_argument("--repeats", type=int)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    overrides = {
+        key: value
+        for key, value in dict(
+            layer_shape=args.layer_shape, batch_size=args.batch_size,
+            image_size=args.image_size, warmup=args.warmup, repeats=args.repeats,
+        ).items()
+        if value is not None
+    }
+    settings = dict(
+        backends=args.backends, groups=args.groups, depth=args.depth,
+        classes=args.classes, mixed_precision=args.mixed_precision,
+        data_format=args.data_format, layer_only=args.layer_only,
+        training=not args.no_training, torch_reference=not args.no_torch_reference,
+        torch_compile=args.torch_compile, seed=args.seed, **overrides,
+    )
+    try:
+        if args.quick:
+            config = benchmarking.quick_config(args.output_dir, **settings)
+        else:
+            config = benchmarking.CompareConfig(output_dir=args.output_dir, **settings)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    report = benchmarking.compare_backends(config)
+    print(benchmarking.format_table(report))
+    benchmarking.save_json(report, os.path.join(args.output_dir, "comparison.json"))
+    benchmarking.plot_report(report, os.path.join(args.output_dir, "comparison.png"))
+    print(f"\nwrote {args.output_dir}/comparison.json and comparison.png")
+    return 0 if any(r["status"] == "ok" for r in report["results"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""Benchmarks of the SGE layer and networks, and the side-by-side backend comparison.
+
+`timing`, `layer_benchmark` and `model_benchmark` run in the active backend;
+`compare_backends` runs one worker process per backend and gathers their
+results, which `format_table` and `plot_report` present.
+"""
+
+from keras_sge.benchmarking.compare import (
+    BACKENDS,
+    CompareConfig,
+    backend_installed,
+    compare_backends,
+    quick_config,
+)
+from keras_sge.benchmarking.layer_benchmark import (
+    benchmark_layer,
+    forward_backward_function,
+    forward_function,
+)
+from keras_sge.benchmarking.model_benchmark import (
+    benchmark_keras_model,
+    benchmark_torch_module,
+    compile_for_training,
+)
+from keras_sge.benchmarking.report import format_table, plot_report, save_json
+from keras_sge.benchmarking.timing import (
+    Timing,
+    compile_function,
+    device_name,
+    synchronize,
+    time_function,
+)
+
+__all__ = [
+    "BACKENDS",
+    "CompareConfig",
+    "Timing",
+    "backend_installed",
+    "benchmark_keras_model",
+    "benchmark_layer",
+    "benchmark_torch_module",
+    "compare_backends",
+    "compile_for_training",
+    "compile_function",
+    "device_name",
+    "format_table",
+    "forward_backward_function",
+    "forward_function",
+    "plot_report",
+    "quick_config",
+    "save_json",
+    "synchronize",
+    "time_function",
+]

@@ -1,0 +1,149 @@
+"""Throughput of Keras models (inference, training step) and of plain PyTorch ones."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_sge.benchmarking.timing import time_function
+
+
+def compile_for_training(model: keras.Model, torch_compile: bool = False) -> None:
+    """Compiles `model` with the paper's optimizer and a logits loss.
+
+    `jit_compile` is Keras' default (XLA on TensorFlow and JAX, eager on
+    PyTorch) unless `torch_compile` asks for `torch.compile` on PyTorch.
+
+    Args:
+        model: A classifier that outputs logits.
+        torch_compile: On the torch backend, compile with `torch.compile`.
+    """
+    jit_compile = True if (torch_compile and keras.backend.backend() == "torch") else "auto"
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit_compile,
+    )
+
+
+def benchmark_keras_model(
+    model: keras.Model,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    warmup: int = 2,
+    repeats: int = 5,
+    min_seconds: float = 0.0,
+    training: bool = True,
+    torch_compile: bool = False,
+) -> dict[str, Any]:
+    """Measures inference and training-step throughput of a compiled model.
+
+    Inference is `model.predict_on_batch` and a training step is
+    `model.train_on_batch` (forward, backward, SGD update), both with the
+    functions Keras compiles for `fit`/`predict`.
+
+    Args:
+        model: A classifier with logits outputs; compiled here if it is not.
+        images: One batch of inputs, in the model's data format.
+        labels: Its integer labels.
+        warmup: Untimed calls first (compilation happens there).
+        repeats: Timed calls; the median is reported.
+        min_seconds: Minimum time spent on each measurement.
+        training: Also time the training step.
+        torch_compile: On the torch backend, compile with `torch.compile`.
+
+    Returns:
+        A dict with `inference` (and `training`) timings, each with
+        `median_s`, `min_s`, `repeats` and `images_per_s`.
+    """
+    if not model.compiled:
+        compile_for_training(model, torch_compile=torch_compile)
+    batch = int(images.shape[0])
+    x = keras.ops.convert_to_tensor(images)
+    y = keras.ops.convert_to_tensor(labels)
+    timed = dict(warmup=warmup, repeats=repeats, min_seconds=min_seconds)
+    results = {}
+    inference = time_function(model.predict_on_batch, x, **timed)
+    results["inference"] = dict(
+        inference.to_dict(), images_per_s=batch / inference.median
+    )
+    if training:
+        step = time_function(model.train_on_batch, x, y, **timed)
+        results["training"] = dict(step.to_dict(), images_per_s=batch / step.median)
+    return results
+
+
+def benchmark_torch_module(
+    module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    warmup: int = 2,
+    repeats: int = 5,
+    min_seconds: float = 0.0,
+    training: bool = True,
+) -> dict[str, Any]:
+    """Measures a plain `torch.nn.Module` classifier the same way.
+
+    Inference runs in `eval()` mode under `torch.inference_mode()`; a
+    training step is forward, cross-entropy, backward and an SGD (momentum
+    0.9) update in `train()` mode.
+
+    Args:
+        module: A `torch.nn.Module` mapping NCHW images to logits.
+        images: One batch of NCHW float32 images.
+        labels: Its integer labels.
+        warmup: Untimed calls first.
+        repeats: Timed calls; the median is reported.
+        min_seconds: Minimum time spent on each measurement.
+        training: Also time the training step.
+
+    Returns:
+        The same structure as `benchmark_keras_model`.
+    """
+    import torch
+
+    device = next(module.parameters()).device
+    x = torch.as_tensor(images, device=device)
+    y = torch.as_tensor(labels, dtype=torch.long, device=device)
+    batch = int(x.shape[0])
+
+    def infer(x):
+        with torch.inference_mode():
+            return module(x)
+
+    def sync_after(fn):
+        def wrapped(*args):
+            out = fn(*args)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            return out
+
+        return wrapped
+
+    timed = dict(warmup=warmup, repeats=repeats, min_seconds=min_seconds)
+    results = {}
+    module.eval()
+    inference = time_function(sync_after(infer), x, **timed)
+    results["inference"] = dict(
+        inference.to_dict(), images_per_s=batch / inference.median
+    )
+    if training:
+        module.train()
+        optimizer = torch.optim.SGD(module.parameters(), lr=0.01, momentum=0.9)
+        loss_fn = torch.nn.CrossEntropyLoss()
+
+        def train_step(x, y):
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(module(x), y)
+            loss.backward()
+            optimizer.step()
+            return loss.detach()
+
+        step = time_function(sync_after(train_step), x, y, **timed)
+        results["training"] = dict(step.to_dict(), images_per_s=batch / step.median)
+        module.eval()
+    return results

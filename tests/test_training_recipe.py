@@ -143,7 +143,7 @@ def test_config_resolution_and_validation():
     assert TrainConfig(dataset="imagenet2012", recipe="fast").resolved(accelerator=False).mixed_precision == "none"
 
     demo = TrainConfig(epochs=3).resolved(accelerator=False)
-    assert demo.recipe == "fast" and demo.epochs == 3 and demo.image_size == 32
+    assert demo.recipe == "fast" and demo.epochs == 3 and demo.image_size == 40
 
     overridden = TrainConfig(dataset="imagenet2012", weight_decay=0.0, lr=0.4).resolved(accelerator=False)
     assert overridden.weight_decay == 0.0 and overridden.lr == 0.4

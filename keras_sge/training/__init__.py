@@ -13,6 +13,7 @@ from keras_sge.training.distribution import data_parallel, has_accelerator
 from keras_sge.training.evaluation import (
     PAPER_RESULTS,
     evaluate,
+    evaluate_model_file,
     load_for_evaluation,
     results_table,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "build_model",
     "data_parallel",
     "evaluate",
+    "evaluate_model_file",
     "has_accelerator",
     "load_for_evaluation",
     "make_schedule",

@@ -6,7 +6,16 @@ import dataclasses
 import json
 from typing import Any
 
-MODELS = ("sge_resnet50", "sge_resnet101", "resnet50", "resnet101")
+MODELS = (
+    "sge_resnet50",
+    "sge_resnet101",
+    "resnet50",
+    "resnet101",
+    "sge_resnet18",
+    "sge_resnet34",
+    "resnet18",
+    "resnet34",
+)
 MIXED_PRECISION = ("none", "bfloat16", "float16")
 SCHEDULES = ("step", "cosine")
 
@@ -49,12 +58,14 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 # Defaults for the offline demo dataset, tuned so that `applications/train.py`
 # with no arguments finishes in a few minutes on a 2-core CPU.
+# 40 px leaves a 2x2 map in the last stage of a ResNet (32 px would leave 1x1).
 DEMO_DEFAULTS: dict[str, Any] = {
     "recipe": "fast",
-    "image_size": 32,
-    "epochs": 8,
+    "image_size": 40,
+    "epochs": 6,
     "batch_size": 32,
-    "lr": 0.4,
+    "steps_per_epoch": 25,
+    "lr": 0.8,
     "warmup_epochs": 1.0,
 }
 
@@ -73,8 +84,9 @@ class TrainConfig:
         manual_dir: directory holding manually downloaded archives (ImageNet).
         train_split: split to train on.
         val_split: split to validate on.
-        image_size: training/validation crop size (224 for ImageNet; 32 for the demo).
-        model: one of `sge_resnet50`, `sge_resnet101`, `resnet50`, `resnet101`.
+        image_size: training/validation crop size (224 for ImageNet; 40 for the demo).
+        model: one of `sge_resnet50`, `sge_resnet101`, `resnet50`, `resnet101`
+            (or the smaller `sge_resnet18`, `sge_resnet34`, `resnet18`, `resnet34`).
         groups: SGE groups (SGE models only).
         sge_options: extra `SpatialGroupEnhance` keyword arguments (SGE models only).
         recipe: `"paper"` or `"fast"`; defaults to `"fast"` on the demo data

@@ -6,7 +6,7 @@ import os
 
 import keras
 
-from keras_sge.training.trainer import build_model
+from keras_sge.training.trainer import accuracy_metrics, build_model
 
 # Authors' README, single 224 centre crop after resizing the short side to 256.
 PAPER_RESULTS: dict[str, dict[str, float]] = {
@@ -29,7 +29,8 @@ def evaluate(
 ) -> dict[str, float]:
     """Top-1 and top-5 accuracy (in %) and the cross-entropy of a classifier.
 
-    The model is (re)compiled with a plain cross-entropy and the two metrics.
+    The model is (re)compiled with a plain cross-entropy and the two metrics
+    (with fewer than 5 classes, top-5 is top-`num_classes`, i.e. 100 %).
 
     Args:
         model: a classifier ending in a softmax.
@@ -48,10 +49,7 @@ def evaluate(
     """
     model.compile(
         loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[
-            keras.metrics.SparseCategoricalAccuracy(name="top1"),
-            keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"),
-        ],
+        metrics=accuracy_metrics(model.output_shape[-1]),
         jit_compile=jit_compile,
     )
     logs = model.evaluate(dataset, steps=steps, verbose=verbose, return_dict=True)
@@ -106,6 +104,70 @@ def load_for_evaluation(
         f"Unsupported model file {path!r}: expected a .keras file or a PyTorch "
         f"checkpoint ({', '.join(_TORCH_SUFFIXES)})."
     )
+
+
+def _model_image_size(model: keras.Model) -> int | None:
+    shape = model.input_shape
+    return shape[2] if keras.config.image_data_format() == "channels_first" else shape[1]
+
+
+def evaluate_model_file(
+    path: str,
+    *,
+    dataset: str = "imagenet2012",
+    split: str = "validation",
+    model: str | None = None,
+    image_size: int | None = None,
+    batch_size: int = 100,
+    data_dir: str | None = None,
+    manual_dir: str | None = None,
+    steps: int | None = None,
+    verbose: str | int = "auto",
+) -> dict[str, float]:
+    """Loads a model file and measures its top-1/top-5 on a dataset split.
+
+    The split goes through `keras_sge.data.load(..., training=False)`: the
+    paper's evaluation preprocessing (short side to `image_size / 0.875`, then
+    the central `image_size` crop, ImageNet mean/std).
+
+    Args:
+        path: a `.keras` file or an authors' PyTorch checkpoint.
+        dataset: `keras_sge.data.load` dataset name or folder.
+        split: the split to evaluate.
+        model: architecture of a PyTorch checkpoint.
+        image_size: crop size; default the `.keras` model's input size, else 224.
+        batch_size: evaluation batch size.
+        data_dir: tfds data directory.
+        manual_dir: folder of manually downloaded archives.
+        steps: evaluate only this many batches.
+        verbose: `model.evaluate` verbosity.
+
+    Returns:
+        `{"top1", "top5", "loss"}` (accuracies in percent) and `"num_classes"`.
+    """
+    from keras_sge import data
+
+    network = None
+    if path.endswith(".keras"):
+        network = load_for_evaluation(path)
+        image_size = image_size or _model_image_size(network)
+    image_size = image_size or 224
+    folders = {"data_dir": data_dir, "manual_dir": manual_dir}
+    images, info = data.load(
+        dataset,
+        split,
+        batch_size=batch_size,
+        image_size=image_size,
+        training=False,
+        with_info=True,
+        **{key: value for key, value in folders.items() if value is not None},
+    )
+    if network is None:
+        network = load_for_evaluation(
+            path, model=model, num_classes=info.num_classes, image_size=image_size
+        )
+    measured = evaluate(network, images, steps=steps, verbose=verbose)
+    return {**measured, "num_classes": info.num_classes, "image_size": image_size}
 
 
 def results_table(measured: dict[str, float], model: str | None = None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import shutil
@@ -33,6 +34,10 @@ _BUILDERS = {
     "sge_resnet101": "SGEResNet101",
     "resnet50": "ResNet50",
     "resnet101": "ResNet101",
+    "sge_resnet18": "SGEResNet18",
+    "sge_resnet34": "SGEResNet34",
+    "resnet18": "ResNet18",
+    "resnet34": "ResNet34",
 }
 
 
@@ -88,7 +93,7 @@ def build_model(
     """Builds an untrained classifier of `keras_sge.applications` by name.
 
     Args:
-        name: `sge_resnet50`, `sge_resnet101`, `resnet50` or `resnet101`.
+        name: one of `keras_sge.training.MODELS` (e.g. `sge_resnet50`).
         input_shape: image shape in `keras.config.image_data_format()` layout.
         num_classes: size of the softmax head.
         groups: SGE groups (SGE models only).
@@ -105,6 +110,23 @@ def build_model(
     if name.startswith("sge_"):
         kwargs.update(groups=groups, sge_options=sge_options)
     return getattr(applications, _BUILDERS[name])(**kwargs)
+
+
+def accuracy_metrics(num_classes: int) -> list[keras.metrics.Metric]:
+    """Top-1 and top-5 accuracy metrics, named `top1` and `top5`.
+
+    With fewer than 5 classes, `top5` is top-`num_classes` (always 1).
+
+    Args:
+        num_classes: number of classes of the classifier.
+
+    Returns:
+        The two metrics.
+    """
+    return [
+        keras.metrics.SparseCategoricalAccuracy(name="top1"),
+        keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, num_classes), name="top5"),
+    ]
 
 
 def _pad_batches(dataset, batch_size: int):
@@ -129,11 +151,14 @@ def _load_datasets(config: TrainConfig, replicas: int):
     common = dict(
         batch_size=config.batch_size,
         image_size=config.image_size,
-        data_dir=config.data_dir,
-        manual_dir=config.manual_dir,
         seed=config.seed,
         with_info=True,
     )
+    # Only the sources that take them get the folders (the demo has no manual_dir).
+    if config.data_dir is not None:
+        common["data_dir"] = config.data_dir
+    if config.manual_dir is not None:
+        common["manual_dir"] = config.manual_dir
     train_ds, info = data.load(config.dataset, config.train_split, training=True, **common)
     val_ds, val_info = data.load(config.dataset, config.val_split, training=False, **common)
     steps = config.steps_per_epoch
@@ -154,6 +179,17 @@ def _load_datasets(config: TrainConfig, replicas: int):
     if replicas > 1:
         val_ds = _pad_batches(val_ds, config.batch_size)
     return train_ds.repeat(), val_ds, info, steps
+
+
+def _tensorboard(log_dir: str) -> list[keras.callbacks.Callback]:
+    """`keras.callbacks.TensorBoard`, when the `tensorboard` package is installed."""
+    if importlib.util.find_spec("tensorboard") is None:
+        print(
+            "TensorBoard logs are off: the `tensorboard` package is not installed "
+            "(pip install tensorboard)."
+        )
+        return []
+    return [keras.callbacks.TensorBoard(log_dir, profile_batch=0)]
 
 
 def _read_backup_epoch(backup_dir: str) -> int:
@@ -215,7 +251,7 @@ def train(
 
     Writes under `config.output_dir`: `config.json` (the resolved configuration
     and derived values), `metrics.csv` (one row per epoch, 0-based `epoch`),
-    `curves.png`, `tensorboard/`, `checkpoints/best.keras` (best validation
+    `curves.png`, `tensorboard/` (when the `tensorboard` package is installed), `checkpoints/best.keras` (best validation
     top-1) and `checkpoints/last.keras`, `backup/` (`BackupAndRestore`: calling
     `train` again with the same configuration after an interruption resumes
     from the last finished epoch; removed when the run ends), and at the end
@@ -290,10 +326,7 @@ def train(
             model.compile(
                 optimizer=optimizer,
                 loss=loss,
-                metrics=[
-                    keras.metrics.SparseCategoricalAccuracy(name="top1"),
-                    keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"),
-                ],
+                metrics=accuracy_metrics(info.num_classes),
                 jit_compile="auto" if config.jit is None else config.jit,
             )
             derived = {
@@ -321,7 +354,7 @@ def train(
                     initial_value_threshold=max(earlier) if earlier else None,
                 ),
                 keras.callbacks.ModelCheckpoint(paths.last),
-                keras.callbacks.TensorBoard(paths.tensorboard, profile_batch=0),
+                *_tensorboard(paths.tensorboard),
                 TrainingCurves(paths.metrics, paths.curves),
                 # Last, so that its "epoch finished" record is written after
                 # every other output of the epoch.
@@ -334,6 +367,7 @@ def train(
                 epochs=config.epochs,
                 steps_per_epoch=steps,
                 validation_data=val_ds,
+                shuffle=False,  # the tf.data pipeline shuffles
                 callbacks=all_callbacks,
                 verbose=config.verbose,
             )

@@ -1,0 +1,56 @@
+"""Top-1 / top-5 of a trained .keras model or an authors' PyTorch checkpoint.
+
+Uses the paper's evaluation preprocessing (short side to image_size / 0.875,
+i.e. 256 for 224, then the central crop) and prints the paper's numbers beside
+the measured ones:
+
+    python applications/evaluate.py sge_resnet50.pth.tar --model sge_resnet50 \\
+        --dataset imagenet2012 --manual-dir ~/imagenet
+    python applications/evaluate.py runs/train/model.keras --dataset demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from keras_sge.training import MODELS, evaluate_model_file, results_table
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model_path", help="a .keras file, or a PyTorch checkpoint (.pth, .pth.tar, .pt, .tar)")
+    p.add_argument("--model", choices=MODELS, help="architecture (required for PyTorch checkpoints; picks the paper row)")
+    p.add_argument("--dataset", default="imagenet2012", help="imagenet2012 | demo | a tfds name | an image-folder path")
+    p.add_argument("--split", default="validation")
+    p.add_argument("--data-dir")
+    p.add_argument("--manual-dir", help="folder with the ImageNet archives")
+    p.add_argument("--image-size", type=int, help="crop size (default: the .keras model's input size, else 224)")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--steps", type=int, help="evaluate only this many batches")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    args = p.parse_args(argv)
+
+    measured = evaluate_model_file(
+        args.model_path,
+        dataset=args.dataset,
+        split=args.split,
+        model=args.model,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        data_dir=args.data_dir,
+        manual_dir=args.manual_dir,
+        steps=args.steps,
+    )
+    print(f"\n{args.dataset}/{args.split} at {measured['image_size']} px: top-1 {measured['top1']:.3f}%, "
+          f"top-5 {measured['top5']:.3f}%, loss {measured['loss']:.4f}\n")
+    print(results_table(measured, args.model))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"model_path": args.model_path, "dataset": args.dataset, "split": args.split, **measured}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""applications/train.py and applications/evaluate.py: flags in, library calls, results out."""
+
+import importlib.util
+import json
+import os
+
+import pytest
+
+from keras_sge.training import TrainConfig
+from tests.test_training_train import SIZE, tiny_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _program(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "applications", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_flags_map_onto_the_config():
+    parse = _program("train").parse_args
+    assert parse([]) == TrainConfig()  # no arguments: the demo run
+    config = parse([
+        "--dataset", "imagenet2012", "--manual-dir", "/archives", "--model", "resnet101",
+        "--recipe", "paper", "--epochs", "90", "--batch-size", "1024", "--lr", "0.2",
+        "--weight-decay", "5e-5", "--no-decay-all-parameters", "--label-smoothing", "0.1",
+        "--warmup-epochs", "5", "--lr-milestones", "30", "60", "80", "--mixed-precision", "bfloat16",
+        "--no-jit", "--devices", "8", "--steps-per-epoch", "10", "--output-dir", "/tmp/x",
+        "--seed", "3", "--verbose", "2",
+    ])
+    assert config == TrainConfig(
+        dataset="imagenet2012", manual_dir="/archives", model="resnet101", recipe="paper",
+        epochs=90, batch_size=1024, lr=0.2, weight_decay=5e-5, decay_all_parameters=False,
+        label_smoothing=0.1, warmup_epochs=5.0, lr_milestones=[30, 60, 80],
+        mixed_precision="bfloat16", jit=False, devices=8, steps_per_epoch=10,
+        output_dir="/tmp/x", seed=3, verbose=2,
+    )
+    assert parse(["--sge-options", '{"normalize": false}']).sge_options == {"normalize": False}
+    with pytest.raises(SystemExit):
+        parse(["--model", "vgg16"])
+
+
+def test_evaluate_program_prints_the_paper_table(tmp_path, capsys):
+    model = tiny_model((SIZE, SIZE, 3), 4)
+    path = str(tmp_path / "tiny.keras")
+    model.save(path)
+    out_json = str(tmp_path / "eval.json")
+    code = _program("evaluate").main([path, "--dataset", "demo", "--model", "sge_resnet50",
+                                      "--batch-size", "16", "--steps", "2", "--json", out_json])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert f"demo/validation at {SIZE} px" in printed
+    assert "| sge_resnet50 |" in printed and "77.584" in printed and "93.664" in printed
+    measured = json.load(open(out_json))
+    assert 0.0 <= measured["top1"] <= 100.0 and measured["top5"] == pytest.approx(100.0)
+    assert measured["num_classes"] == 4
+
+
+def test_evaluate_program_rejects_unknown_files(tmp_path):
+    bad = tmp_path / "model.onnx"
+    bad.write_text("x")
+    with pytest.raises(ValueError, match="expected a .keras file or a PyTorch checkpoint"):
+        _program("evaluate").main([str(bad), "--dataset", "demo", "--image-size", "32"])
+    with pytest.raises(ValueError, match="name its architecture"):
+        checkpoint = tmp_path / "weights.pth"
+        checkpoint.write_bytes(b"")
+        _program("evaluate").main([str(checkpoint), "--dataset", "demo", "--image-size", "32"])

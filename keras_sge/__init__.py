@@ -11,3 +11,4 @@ from keras_sge import data  # noqa: E402,F401
 from keras_sge import visualization  # noqa: E402,F401
 from keras_sge import applications  # noqa: E402,F401
 from keras_sge import benchmarking  # noqa: E402,F401
+from keras_sge import training  # noqa: E402,F401

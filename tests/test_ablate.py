@@ -27,6 +27,8 @@ def test_grid_changes_one_knob_at_a_time():
         ablation.ablation_grid(groups=(96,))
     with pytest.raises(ValueError, match="SGE model"):
         ablation.ablation_grid("resnet50")
+    with pytest.raises(ValueError, match="grid is empty"):
+        ablation.ablation_grid(groups=(), initialization=False, normalization=False, baseline=False)
 
 
 def _row(setting, model, groups, top1, **extra):

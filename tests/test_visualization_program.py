@@ -38,7 +38,7 @@ def _small_model(path):
 
 # The programs are glue over the library (tested on every backend); each test
 # runs in one pass only, spread over the passes to keep each short.
-@pytest.mark.skipif(BACKEND != "tensorflow", reason="program glue; run once, in the tensorflow pass")
+@pytest.mark.skipif(BACKEND != "torch", reason="program glue; run once, in the torch pass")
 def test_program_on_image_files(tmp_path, rng):
     _small_model(str(tmp_path / "tiny.keras"))
     files = []

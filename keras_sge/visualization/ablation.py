@@ -132,6 +132,8 @@ def ablation_grid(
         settings.append(
             AblationSetting(f"groups={DEFAULT_GROUPS},no_norm", model, normalize=False)
         )
+    if not settings:
+        raise ValueError("The ablation grid is empty: every kind of setting was left out.")
     return settings
 
 

@@ -1,0 +1,82 @@
+"""Runs the paper's SGE ablations (groups, initialisation, normalisation, no SGE).
+
+Every setting is one `keras_sge.training.train` run on the given dataset and
+budget; the results go to `<output-dir>/ablation.csv`, `ablation.md` and
+`ablation.png`. Finished settings are skipped when the program is run again.
+
+Example (a small grid on the offline demo data, minutes on a CPU):
+
+    python applications/ablate.py --groups 1 8 64 --epochs 3 --image-size 32 \
+        --output-dir runs/ablation-demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from keras_sge.training import TrainConfig
+from keras_sge.visualization import ablation
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", default="demo", help="'demo', 'imagenet2012', a tfds name or an image-folder path")
+    parser.add_argument("--data-dir", default=None, help="tfds data directory")
+    parser.add_argument("--manual-dir", default=None, help="folder of manually downloaded archives (ImageNet)")
+    parser.add_argument("--model", default="sge_resnet50", choices=("sge_resnet50", "sge_resnet101"))
+    parser.add_argument("--groups", type=int, nargs="*", default=list(ablation.PAPER_GROUPS), help="group counts to sweep (none: no sweep)")
+    parser.add_argument("--no-init", action="store_true", help="leave out the gamma=1/beta=0 initialisation run")
+    parser.add_argument("--no-norm", action="store_true", help="leave out the run without normalisation")
+    parser.add_argument("--no-baseline", action="store_true", help="leave out the run without SGE")
+    parser.add_argument("--recipe", default=None, choices=("paper", "fast"), help="default: fast on the demo data, paper elsewhere")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--steps-per-epoch", type=int, default=None, help="default: one pass over the training split")
+    parser.add_argument("--validation-steps", type=int, default=None, help="default: the whole validation split")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--image-size", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None, help="learning rate per 256 images")
+    parser.add_argument("--warmup-epochs", type=float, default=None, help="linear warmup (must be below --epochs)")
+    parser.add_argument("--jit", action=argparse.BooleanOptionalAction, help="XLA / torch.compile (default: Keras 'auto')")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output-dir", default="runs/ablation")
+    parser.add_argument("--restart", action="store_true", help="train every setting again instead of reusing finished runs")
+    parser.add_argument("--verbose", default=2, type=int, choices=(0, 1, 2), help="model.fit verbosity")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> list[dict]:
+    args = parse_args(argv)
+    settings = ablation.ablation_grid(
+        args.model,
+        groups=args.groups,
+        initialization=not args.no_init,
+        normalization=not args.no_norm,
+        baseline=not args.no_baseline,
+    )
+    config = TrainConfig(
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        manual_dir=args.manual_dir,
+        recipe=args.recipe,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        validation_steps=args.validation_steps,
+        batch_size=args.batch_size,
+        image_size=args.image_size,
+        lr=args.lr,
+        warmup_epochs=args.warmup_epochs,
+        jit=args.jit,
+        seed=args.seed,
+        verbose=args.verbose,
+    )
+    start = time.perf_counter()
+    rows = ablation.run_ablation(settings, config, args.output_dir, resume=not args.restart)
+    print(f"{len(rows)} settings in {time.perf_counter() - start:.0f} s; table:")
+    with open(f"{args.output_dir}/ablation.md") as f:
+        print(f.read())
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,6 +1,6 @@
 """Train SGE-ResNet / ResNet with model.fit: the paper's recipe, or a fast one.
 
-With no arguments: SGE-ResNet50 on the offline demo dataset at 32 px (a few
+With no arguments: SGE-ResNet50 on the offline demo dataset at 40 px (a few
 minutes on a 2-core CPU). For ImageNet on GPUs:
 
     python applications/train.py --dataset imagenet2012 --manual-dir ~/imagenet \
@@ -28,7 +28,9 @@ def parse_args(argv=None) -> TrainConfig:
     data.add_argument("--manual-dir", help="folder with manually downloaded archives (ImageNet tars)")
     data.add_argument("--train-split", default="train")
     data.add_argument("--val-split", default="validation")
-    data.add_argument("--image-size", type=int, help="crop size (default 224; 32 on the demo)")
+    data.add_argument("--image-size", type=int, help="crop size (default 224; 40 on the demo)")
+    data.add_argument("--train-augmentation", action=argparse.BooleanOptionalAction, default=True,
+                      help="shuffle and augment the training split (default: yes)")
     model = p.add_argument_group("model")
     model.add_argument("--model", default="sge_resnet50", choices=MODELS)
     model.add_argument("--groups", type=int, default=64, help="SGE groups")

@@ -84,6 +84,8 @@ class TrainConfig:
         manual_dir: directory holding manually downloaded archives (ImageNet).
         train_split: split to train on.
         val_split: split to validate on.
+        train_augmentation: shuffle and augment the training split (`False`:
+            evaluation preprocessing in file order, e.g. for exact comparisons).
         image_size: training/validation crop size (224 for ImageNet; 40 for the demo).
         model: one of `sge_resnet50`, `sge_resnet101`, `resnet50`, `resnet101`
             (or the smaller `sge_resnet18`, `sge_resnet34`, `resnet18`, `resnet34`).
@@ -125,6 +127,7 @@ class TrainConfig:
     train_split: str = "train"
     val_split: str = "validation"
     image_size: int | None = None
+    train_augmentation: bool = True
     model: str = "sge_resnet50"
     groups: int = 64
     sge_options: dict | None = None

@@ -159,7 +159,9 @@ def _load_datasets(config: TrainConfig, replicas: int):
         common["data_dir"] = config.data_dir
     if config.manual_dir is not None:
         common["manual_dir"] = config.manual_dir
-    train_ds, info = data.load(config.dataset, config.train_split, training=True, **common)
+    train_ds, info = data.load(
+        config.dataset, config.train_split, training=config.train_augmentation, **common
+    )
     val_ds, val_info = data.load(config.dataset, config.val_split, training=False, **common)
     steps = config.steps_per_epoch
     if steps is None:

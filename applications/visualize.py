@@ -39,6 +39,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--num-images", type=int, default=6, help="images shown from --dataset")
     parser.add_argument("--statistics-images", type=int, default=64, help="images of --dataset for the statistics (image files: the files)")
+    parser.add_argument("--shuffle-buffer", type=int, default=1000, help="mixes --dataset images before taking them")
+    parser.add_argument("--seed", type=int, default=0, help="seed of that mixing")
     parser.add_argument("--layer", default=None, help="SGE layer of the maps; default: the last one")
     parser.add_argument("--stage", default=None, help="stage (e.g. layer4) or layer of the statistics; default: the last stage")
     parser.add_argument("--num-groups", type=int, default=4, help="gate maps per image")
@@ -72,17 +74,17 @@ def main(argv=None) -> dict[str, str]:
         captions = [os.path.basename(path) for path in args.images]
     else:
         dataset, info = data.load(
-            args.dataset, args.split, batch_size=args.num_images, image_size=image_size,
+            args.dataset, args.split, batch_size=16, image_size=image_size,
             data_dir=args.data_dir, training=False, with_info=True,
         )
-        images, labels = next(iter(dataset))
+        # Splits are often stored class by class: mix them so that the images
+        # shown and the statistics cover several classes.
+        stream = dataset.unbatch().shuffle(args.shuffle_buffer, seed=args.seed)
+        images, labels = next(iter(stream.batch(args.num_images)))
         images, labels = np.asarray(images), np.asarray(labels)
         names = info.class_names or [str(i) for i in range(info.num_classes)]
         captions = [names[int(label)] for label in labels]
-        statistics_data = data.load(
-            args.dataset, args.split, batch_size=16, image_size=image_size,
-            data_dir=args.data_dir, training=False,
-        )
+        statistics_data = stream.batch(16)
     paths = visualization.write_report(
         model, images, args.output_dir, statistics_data=statistics_data, captions=captions,
         layer=args.layer, stage=args.stage, num_groups=args.num_groups,

@@ -74,6 +74,7 @@ def test_program_on_demo_images(tmp_path):
     paths = _program().main([
         "--model", str(tmp_path / "tiny.keras"), "--output-dir", str(tmp_path / "vis"),
         "--num-images", "3", "--statistics-images", "20", "--stage", "layer1",
+        "--shuffle-buffer", "24",
     ])
     with open(paths["statistics_json"]) as f:
         stats = json.load(f)

@@ -13,6 +13,7 @@ from tests.conftest import BACKEND, subprocess_env
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     BACKEND != "tensorflow",
     reason="trains a full SGE-ResNet50 for 2 steps; run once, in the tensorflow pass",

@@ -81,6 +81,11 @@ def test_random_crop_window_respects_area_and_aspect_ranges():
     aspect = w / h
     assert aspect.min() >= 0.75 * 0.95 and aspect.max() <= 4 / 3 * 1.05
     assert len({tuple(v) for v in windows}) > 95  # seeds matter
+    demo_areas = [
+        np.prod(preprocessing.random_crop_window(shape, tf.constant([i, 7]), 0.35).numpy()[2:])
+        for i in range(20)
+    ]
+    assert min(demo_areas) >= 0.35 * 375 * 500 * 0.99
 
 
 @pytest.mark.backend_independent

@@ -108,6 +108,7 @@ def load_image_folder(
     validation_fraction: float | None = None,
     shard: tuple[int, int] | None = None,
     input_context: tf.distribute.InputContext | None = None,
+    min_crop_area: float = 0.08,
 ):
     """Loads a folder of images, one sub-folder per class, for `model.fit`.
 
@@ -145,6 +146,7 @@ def load_image_folder(
         shard: `(index, count)`: read only this shard of the files.
         input_context: a `tf.distribute.InputContext`: per-replica batch and
             shard.
+        min_crop_area: smallest area fraction of the training random crop.
 
     Returns:
         A batched `tf.data.Dataset` of `(images, labels)`, or
@@ -157,6 +159,7 @@ def load_image_folder(
     """
     pipeline.hide_gpus_from_tensorflow()
     pipeline.check_image_size(image_size)
+    pipeline.check_min_crop_area(min_crop_area)
     batch_size, shard_index, shard_count = pipeline.resolve_sharding(
         batch_size, shard, input_context
     )
@@ -221,6 +224,7 @@ def load_image_folder(
         dtype=dtype,
         shuffle_buffer_size=len(paths),
         num_examples=len(paths),
+        min_crop_area=min_crop_area,
     )
     if not with_info:
         return dataset

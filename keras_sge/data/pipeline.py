@@ -108,6 +108,11 @@ def resolve_sharding(
     return batch_size, index, count
 
 
+def check_min_crop_area(min_crop_area: float) -> None:
+    if not 0.0 < min_crop_area <= 1.0:
+        raise ValueError(f"min_crop_area must be in (0, 1], got {min_crop_area!r}.")
+
+
 def check_image_size(image_size: int) -> None:
     if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 8:
         raise ValueError(f"image_size must be an integer >= 8, got {image_size!r}.")
@@ -186,6 +191,7 @@ def build_dataset(
     dtype: str | None,
     shuffle_buffer_size: int,
     num_examples: int | None = None,
+    min_crop_area: float = preprocessing.AREA_RANGE[0],
 ) -> tf.data.Dataset:
     """Turns `(bytes or path, label)` elements into batches for `model.fit`.
 
@@ -205,6 +211,7 @@ def build_dataset(
         dtype: dtype of the images (default float32).
         shuffle_buffer_size: shuffle buffer, in examples (training only).
         num_examples: number of files listed (`from_files` training).
+        min_crop_area: smallest area fraction of the training crop.
 
     Returns:
         A dataset of `(images, int32 labels)`.
@@ -223,7 +230,7 @@ def build_dataset(
     if training:
         def preprocess(image_bytes, label, example_seed):
             return preprocessing.preprocess_for_train(
-                image_bytes, image_size, seed=example_seed
+                image_bytes, image_size, seed=example_seed, min_crop_area=min_crop_area
             ), tf.cast(label, tf.int32)
     else:
         def preprocess(image_bytes, label, example_seed):

@@ -79,10 +79,12 @@ def _image_height_width(image_bytes: tf.Tensor) -> tf.Tensor:
     return tf.image.extract_jpeg_shape(image_bytes)[:2]
 
 
-def random_crop_window(image_shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+def random_crop_window(
+    image_shape: tf.Tensor, seed: tf.Tensor, min_area: float = AREA_RANGE[0]
+) -> tf.Tensor:
     """Samples an Inception-style crop window `[y, x, height, width]`.
 
-    The window covers 8% to 100% of the image area with an aspect ratio
+    The window covers `min_area` (8%) to 100% of the image area with an aspect ratio
     between 3/4 and 4/3 (`tf.image.stateless_sample_distorted_bounding_box`,
     10 attempts). When no attempt fits, it falls back to torchvision's
     fallback: the central crop of the largest window whose aspect ratio is
@@ -91,6 +93,8 @@ def random_crop_window(image_shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     Args:
         image_shape: `[height, width]` or `[height, width, channels]`.
         seed: shape `(2,)` integer tensor for the stateless random ops.
+        min_area: smallest fraction of the image area kept (0.08 for
+            ImageNet).
 
     Returns:
         An `int32` tensor `[y, x, height, width]`.
@@ -101,9 +105,9 @@ def random_crop_window(image_shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         tf.stack([height, width, 3]),
         bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
         seed=seed,
-        min_object_covered=AREA_RANGE[0],
+        min_object_covered=min_area,
         aspect_ratio_range=ASPECT_RATIO_RANGE,
-        area_range=AREA_RANGE,
+        area_range=(min_area, 1.0),
         max_attempts=MAX_CROP_ATTEMPTS,
         use_image_if_no_bounding_boxes=True,
     )
@@ -133,7 +137,11 @@ def _resize_to_uint8(image: tf.Tensor, size) -> tf.Tensor:
 
 
 def preprocess_for_train(
-    image_bytes: tf.Tensor, image_size: int = 224, *, seed: tf.Tensor | None = None
+    image_bytes: tf.Tensor,
+    image_size: int = 224,
+    *,
+    seed: tf.Tensor | None = None,
+    min_crop_area: float = AREA_RANGE[0],
 ) -> tf.Tensor:
     """Training augmentation: random resized crop, random flip, resize.
 
@@ -147,6 +155,8 @@ def preprocess_for_train(
         image_size: side of the square output.
         seed: optional shape `(2,)` integer tensor. The same seed gives the
             same crop and flip; `None` draws one at random.
+        min_crop_area: smallest fraction of the image area the random crop
+            keeps (0.08, the ImageNet recipe's).
 
     Returns:
         A `uint8` RGB tensor of shape `(image_size, image_size, 3)`.
@@ -162,14 +172,16 @@ def preprocess_for_train(
     )
 
     def crop_jpeg():
-        window = random_crop_window(_image_height_width(image_bytes), crop_seed)
+        window = random_crop_window(
+            _image_height_width(image_bytes), crop_seed, min_crop_area
+        )
         return tf.image.decode_and_crop_jpeg(
             image_bytes, window, channels=3, dct_method=JPEG_DCT_METHOD
         )
 
     def crop_other():
         image = _decode_any(image_bytes)
-        y, x, h, w = tf.unstack(random_crop_window(tf.shape(image), crop_seed))
+        y, x, h, w = tf.unstack(random_crop_window(tf.shape(image), crop_seed, min_crop_area))
         return image[y : y + h, x : x + w, :]
 
     image = tf.cond(tf.io.is_jpeg(image_bytes), crop_jpeg, crop_other)

@@ -44,8 +44,10 @@ def _load_from_builder(
     shuffle_buffer_size: int | None,
     shard: tuple[int, int] | None,
     input_context: tf.distribute.InputContext | None,
+    min_crop_area: float,
 ):
     pipeline.check_image_size(image_size)
+    pipeline.check_min_crop_area(min_crop_area)
     batch_size, shard_index, shard_count = pipeline.resolve_sharding(
         batch_size, shard, input_context
     )
@@ -91,6 +93,7 @@ def _load_from_builder(
         dtype=dtype,
         shuffle_buffer_size=shuffle_buffer_size
         or max(1, min(num_examples or DEFAULT_SHUFFLE_BUFFER, DEFAULT_SHUFFLE_BUFFER)),
+        min_crop_area=min_crop_area,
     )
     if not with_info:
         return dataset
@@ -119,6 +122,7 @@ def load_tfds(
     shuffle_buffer_size: int | None = None,
     shard: tuple[int, int] | None = None,
     input_context: tf.distribute.InputContext | None = None,
+    min_crop_area: float = 0.08,
 ):
     """Loads a tensorflow-datasets image classification dataset for `model.fit`.
 
@@ -145,6 +149,7 @@ def load_tfds(
         shard: `(index, count)`: read only this shard (`tfds.even_splits`).
         input_context: a `tf.distribute.InputContext`: per-replica batch and
             shard.
+        min_crop_area: smallest area fraction of the training random crop.
 
     Returns:
         A batched `tf.data.Dataset` of `(images, labels)`, or
@@ -170,6 +175,7 @@ def load_tfds(
         shuffle_buffer_size=shuffle_buffer_size,
         shard=shard,
         input_context=input_context,
+        min_crop_area=min_crop_area,
     )
 
 
@@ -195,6 +201,7 @@ def load_imagenet(
     shuffle_buffer_size: int | None = None,
     shard: tuple[int, int] | None = None,
     input_context: tf.distribute.InputContext | None = None,
+    min_crop_area: float = 0.08,
 ):
     """Loads ImageNet (ILSVRC 2012) through the tfds `imagenet2012` builder.
 
@@ -223,6 +230,7 @@ def load_imagenet(
         shard: `(index, count)`: read only this shard.
         input_context: a `tf.distribute.InputContext`: per-replica batch and
             shard.
+        min_crop_area: smallest area fraction of the training random crop.
 
     Returns:
         A batched `tf.data.Dataset` of `(images, labels)`, or
@@ -279,4 +287,5 @@ def load_imagenet(
         shuffle_buffer_size=shuffle_buffer_size,
         shard=shard,
         input_context=input_context,
+        min_crop_area=min_crop_area,
     )

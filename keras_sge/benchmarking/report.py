@@ -86,8 +86,8 @@ def format_table(report: dict[str, Any]) -> str:
                 [
                     r["backend"],
                     kind,
-                    f"{models['resnet'][kind]['images_per_s']:.1f}",
-                    f"{models['sge_resnet'][kind]['images_per_s']:.1f}",
+                    f"{models['resnet'][kind]['images_per_s']:.3g}",
+                    f"{models['sge_resnet'][kind]['images_per_s']:.3g}",
                     f"{models['sge_overhead_percent'][kind]:+.1f}%",
                 ]
             )
@@ -118,8 +118,8 @@ def format_table(report: dict[str, Any]) -> str:
                     [
                         label,
                         kind,
-                        f"{timing['images_per_s']:.1f}",
-                        f"{r['models'][key][kind]['images_per_s']:.1f}",
+                        f"{timing['images_per_s']:.3g}",
+                        f"{r['models'][key][kind]['images_per_s']:.3g}",
                         f"{timing['keras_slowdown']:.2f}x",
                     ]
                 )

@@ -38,7 +38,7 @@ class SpatialGroupEnhance(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = x.size()
-        grouped = x.view(batch * self.groups, -1, height, width)
+        grouped = x.reshape(batch * self.groups, -1, height, width)
         # Similarity of each position to the group's mean feature.
         similarity = (grouped * self.avg_pool(grouped)).sum(dim=1, keepdim=True)
         scores = similarity.view(batch * self.groups, -1)
@@ -47,7 +47,7 @@ class SpatialGroupEnhance(nn.Module):
         scores = scores.view(batch, self.groups, height, width)
         scores = scores * self.weight + self.bias
         gate = self.sig(scores.view(batch * self.groups, 1, height, width))
-        return (grouped * gate).view(batch, channels, height, width)
+        return (grouped * gate).reshape(batch, channels, height, width)
 
 
 def _conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:

@@ -60,7 +60,9 @@ def tiny_config(output_dir, **overrides):
 
 
 def test_train_on_demo_writes_every_output(tmp_path):
-    config = tiny_config(tmp_path / "run", recipe="fast", lr=0.8, warmup_epochs=0.5)
+    # validation_steps=None: the whole validation split, in every epoch.
+    config = tiny_config(tmp_path / "run", recipe="fast", lr=0.8, warmup_epochs=0.5,
+                         validation_steps=None, batch_size=40)
     result = train(config, model_fn=tiny_model)
 
     out = tmp_path / "run"
@@ -70,7 +72,8 @@ def test_train_on_demo_writes_every_output(tmp_path):
     assert not (out / "backup").exists()  # removed once the run finished
     saved = json.loads((out / "config.json").read_text())
     assert saved["recipe"] == "fast" and saved["label_smoothing"] == 0.1 and saved["epochs"] == 2
-    assert saved["derived"]["peak_learning_rate"] == pytest.approx(0.8 * 16 / 256)
+    assert saved["derived"]["peak_learning_rate"] == pytest.approx(0.8 * 40 / 256)
+    assert saved["derived"]["validation_steps"] == 10  # 400 images / 40
     assert saved["derived"]["num_classes"] == 4 and saved["derived"]["backend"] == BACKEND
 
     rows = read_metrics(str(out / "metrics.csv"))
@@ -78,7 +81,7 @@ def test_train_on_demo_writes_every_output(tmp_path):
     for key in ("loss", "top1", "top5", "val_loss", "val_top1", "val_top5", "learning_rate"):
         assert all(np.isfinite(row[key]) for row in rows), key
     # Rate of each epoch's first step, from the cosine schedule over iterations.
-    schedule = make_schedule("cosine", peak_learning_rate=0.05, steps_per_epoch=3, epochs=2, warmup_epochs=0.5)
+    schedule = make_schedule("cosine", peak_learning_rate=0.125, steps_per_epoch=3, epochs=2, warmup_epochs=0.5)
     np.testing.assert_allclose([row["learning_rate"] for row in rows],
                                [float(schedule(0)), float(schedule(3))], rtol=1e-5)
 

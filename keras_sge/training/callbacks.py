@@ -60,14 +60,24 @@ def read_metrics(csv_path: str) -> list[dict[str, float]]:
         csv_path: path of the CSV file.
 
     Returns:
-        One dict per epoch, values as floats (`epoch` as the 0-based index);
-        an empty list when the file is missing or empty.
+        One dict per epoch, values as floats (`epoch` as the 0-based index),
+        without the metrics missing in that epoch; an empty list when the file
+        is missing or empty.
     """
     if not os.path.exists(csv_path):
         return []
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
-    return [{key: float(value) for key, value in row.items() if value != ""} for row in rows]
+    return [{key: float(value) for key, value in row.items() if _is_number(value)} for row in rows]
+
+
+def _is_number(text: str | None) -> bool:
+    """CSVLogger writes "NA" for a metric missing in an epoch."""
+    try:
+        float(text)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def keep_epochs_before(csv_path: str, epoch: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import math
 import os
 import shutil
 import time
@@ -176,11 +177,16 @@ def _load_datasets(config: TrainConfig, replicas: int):
                 f"The training split has {info.num_examples} examples, fewer than one "
                 f"batch of {config.batch_size}; lower batch_size (--batch-size)."
             )
-    if config.validation_steps is not None:
-        val_ds = val_ds.take(config.validation_steps)
     if replicas > 1:
         val_ds = _pad_batches(val_ds, config.batch_size)
-    return train_ds.repeat(), val_ds, info, steps
+    val_steps = config.validation_steps
+    if val_steps is None and val_info.num_examples:
+        val_steps = math.ceil(val_info.num_examples / config.batch_size)
+    if val_steps is not None:
+        # `fit` keeps one validation iterator for all epochs: repeat the split and
+        # give the number of batches per pass, so every epoch validates on it all.
+        val_ds = val_ds.repeat()
+    return train_ds.repeat(), val_ds, info, steps, val_steps
 
 
 def _tensorboard(log_dir: str) -> list[keras.callbacks.Callback]:
@@ -291,7 +297,7 @@ def train(
                     f"The global batch size {config.batch_size} must be divisible by "
                     f"the number of devices ({replicas})."
                 )
-            train_ds, val_ds, info, steps = _load_datasets(config, replicas)
+            train_ds, val_ds, info, steps, val_steps = _load_datasets(config, replicas)
             size = config.image_size
             channels_first = keras.config.image_data_format() == "channels_first"
             input_shape = (3, size, size) if channels_first else (size, size, 3)
@@ -337,6 +343,7 @@ def train(
                 "per_device_batch_size": config.batch_size // replicas,
                 "peak_learning_rate": config.peak_learning_rate,
                 "steps_per_epoch": steps,
+                "validation_steps": val_steps,
                 "num_classes": info.num_classes,
                 "train_examples": info.num_examples,
                 "image_data_format": keras.config.image_data_format(),
@@ -369,6 +376,7 @@ def train(
                 epochs=config.epochs,
                 steps_per_epoch=steps,
                 validation_data=val_ds,
+                validation_steps=val_steps,
                 shuffle=False,  # the tf.data pipeline shuffles
                 callbacks=all_callbacks,
                 verbose=config.verbose,

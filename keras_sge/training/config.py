@@ -65,7 +65,7 @@ DEMO_DEFAULTS: dict[str, Any] = {
     "epochs": 6,
     "batch_size": 32,
     "steps_per_epoch": 25,
-    "lr": 0.4,
+    "lr": 0.1,
     "warmup_epochs": 1.0,
 }
 

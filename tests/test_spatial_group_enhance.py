@@ -392,6 +392,16 @@ def test_gradients_match_finite_differences(rng, data_format):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=5e-5, err_msg=name)
 
 
+@pytest.mark.parametrize("spatial", [(1, 1), (3, 3)])
+def test_gradients_finite_where_the_std_is_zero(rng, spatial):
+    # One position (a ResNet's last stage at 32 px), or a constant map.
+    x = np.broadcast_to(rng.normal(size=(2, 1, 1, 8)), (2, *spatial, 8)).copy()
+    layer, _, _ = _layer_with_random_params(rng, 2, "channels_last", x.shape)
+    grads = _gradients(layer, x.astype("float32"), np.ones_like(x, "float32"))
+    for grad in grads:
+        assert np.all(np.isfinite(grad))
+
+
 def test_fit_step_updates_gamma_and_beta(rng):
     model = _small_model()
     model.compile(

@@ -205,8 +205,15 @@ class SpatialGroupEnhance(keras.layers.Layer):
             variance = ops.sum(
                 ops.square(centered), axis=spatial_axis, keepdims=True
             ) / divisor
+            # sqrt has an infinite slope at 0 (one position, or a constant
+            # map): take it only where the variance is positive, so that the
+            # gradient stays finite there.
+            positive = ops.greater(variance, 0.0)
+            std = ops.where(
+                positive, ops.sqrt(ops.where(positive, variance, 1.0)), 0.0
+            )
             # Steps 4-5: gamma / (std + epsilon) is one multiplier per group.
-            logits = centered * (gamma / (ops.sqrt(variance) + self.epsilon)) + beta
+            logits = centered * (gamma / (std + self.epsilon)) + beta
         else:
             logits = similarity * gamma + beta
         gate = ops.sigmoid(logits)

@@ -148,6 +148,15 @@ def test_input_tensor_and_custom_head():
     assert model.get_layer("conv1").kernel.shape == (7, 7, 1, 64)
 
 
+def test_mixed_precision_keeps_the_head_in_float32():
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    model = applications.SGEResNet18(input_shape=(32, 32, 3), classes=5)
+    assert model.get_layer("conv1").compute_dtype == "bfloat16"
+    assert model.get_layer("fc").compute_dtype == "float32"
+    outputs = model(np.zeros((1, 32, 32, 3), "float32"))
+    assert keras.backend.standardize_dtype(outputs.dtype) == "float32"
+
+
 def test_sge_options_and_groups():
     model = applications.SGEResNet18(
         input_shape=(64, 64, 3),

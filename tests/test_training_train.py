@@ -69,6 +69,8 @@ def test_train_on_demo_writes_every_output(tmp_path):
     for name in ("config.json", "metrics.csv", "curves.png", "model.keras", "results.json",
                  "checkpoints/best.keras", "checkpoints/last.keras"):
         assert (out / name).is_file(), name
+    for split in ("train", "validation"):
+        assert list((out / "tensorboard" / split).glob("events.out.tfevents.*")), split
     assert not (out / "backup").exists()  # removed once the run finished
     saved = json.loads((out / "config.json").read_text())
     assert saved["recipe"] == "fast" and saved["label_smoothing"] == 0.1 and saved["epochs"] == 2

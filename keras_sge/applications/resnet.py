@@ -324,6 +324,8 @@ def build_resnet(
                 scale=1.0 / 3.0, mode="fan_in", distribution="uniform"
             ),
             bias_initializer=keras.initializers.RandomUniform(-bound, bound),
+            # Logits and softmax in float32 under mixed precision.
+            dtype="float32",
             name="fc",
         )(x)
     elif pooling == "avg":

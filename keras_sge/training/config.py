@@ -62,7 +62,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 DEMO_DEFAULTS: dict[str, Any] = {
     "recipe": "fast",
     "image_size": 40,
-    "epochs": 6,
+    "epochs": 3,
     "batch_size": 32,
     "steps_per_epoch": 25,
     "lr": 0.1,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
 import os
@@ -189,17 +188,6 @@ def _load_datasets(config: TrainConfig, replicas: int):
     return train_ds.repeat(), val_ds, info, steps, val_steps
 
 
-def _tensorboard(log_dir: str) -> list[keras.callbacks.Callback]:
-    """`keras.callbacks.TensorBoard`, when the `tensorboard` package is installed."""
-    if importlib.util.find_spec("tensorboard") is None:
-        print(
-            "TensorBoard logs are off: the `tensorboard` package is not installed "
-            "(pip install tensorboard)."
-        )
-        return []
-    return [keras.callbacks.TensorBoard(log_dir, profile_batch=0)]
-
-
 def _read_backup_epoch(backup_dir: str) -> int:
     """The epoch `BackupAndRestore` will resume from (0 when there is no backup)."""
     path = os.path.join(backup_dir, "training_metadata.json")
@@ -363,7 +351,7 @@ def train(
                     initial_value_threshold=max(earlier) if earlier else None,
                 ),
                 keras.callbacks.ModelCheckpoint(paths.last),
-                *_tensorboard(paths.tensorboard),
+                keras.callbacks.TensorBoard(paths.tensorboard, profile_batch=0),
                 TrainingCurves(paths.metrics, paths.curves),
                 # Last, so that its "epoch finished" record is written after
                 # every other output of the epoch.

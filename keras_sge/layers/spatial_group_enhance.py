@@ -156,42 +156,55 @@ class SpatialGroupEnhance(keras.layers.Layer):
             constraint=self.beta_constraint,
         )
 
-    def _gate(self, inputs):
-        """Returns the float32 gate and the input viewed per group.
+    def _grouped(self, inputs):
+        """Views the input per group, flattened over space.
 
-        The features are flattened over space: the gate has shape
-        `(N, H*W, G, 1)` for channels_last and `(N, G, 1, H*W)` for
-        channels_first, ready to broadcast against the grouped input view
-        `(N, H*W, G, C/G)` or `(N, G, C/G, H*W)` that is returned with it.
+        Returns:
+            The view, `(N, P, G, C/G)` for channels_last or `(N, G, C/G, P)`
+            for channels_first with `P = H * W`, and `P` itself.
         """
         shape = ops.shape(inputs)
-        channels = inputs.shape[self._channel_axis]
-        per_group = channels // self.groups
-        channels_last = self.data_format == "channels_last"
-        if channels_last:
+        per_group = inputs.shape[self._channel_axis] // self.groups
+        if self.data_format == "channels_last":
             positions = shape[1] * shape[2]
-            grouped = ops.reshape(inputs, (-1, positions, self.groups, per_group))
+            view = (-1, positions, self.groups, per_group)
         else:
             positions = shape[2] * shape[3]
-            grouped = ops.reshape(inputs, (-1, self.groups, per_group, positions))
-        features = ops.cast(grouped, "float32")
+            view = (-1, self.groups, per_group, positions)
+        return ops.reshape(inputs, view), positions
 
-        # Steps 1-2: the group means g and the similarity s = <x, g> of every
-        # position, computed as a contraction so that x * g is never stored.
+    def _axes(self):
+        """The spatial and channel axes of the grouped view."""
+        return (1, 3) if self.data_format == "channels_last" else (3, 2)
+
+    def _forward(self, features, positions, gamma, beta):
+        """Steps 1-4 on the float32 grouped view.
+
+        Every per-position quantity has the gate's shape, `(N, P, G, 1)` or
+        `(N, G, 1, P)`, so that it broadcasts against the grouped view.
+
+        Returns:
+            The gate and a dict of the intermediate values the backward pass
+            needs.
+        """
+        spatial_axis, _ = self._axes()
+        channels_last = self.data_format == "channels_last"
+        # Step 1: the group means g, (N, 1, G, C/G) or (N, G, C/G, 1).
+        mean = ops.mean(features, axis=spatial_axis, keepdims=True)
+        # Step 2: the similarity s = <x, g> of every position, computed as a
+        # contraction so that x * g is never stored.
         if channels_last:
-            mean = ops.mean(features, axis=1)  # (N, G, C/G)
-            similarity = self._channels_last_similarity(features, mean)  # (N, P, G)
-            spatial_axis = 1
+            similarity = ops.expand_dims(
+                self._channels_last_similarity(features, mean), -1
+            )
         else:
-            mean = ops.mean(features, axis=3)  # (N, G, C/G)
             # A batched (1 x C/G) @ (C/G x P) product: no transpose needed.
-            similarity = ops.einsum("ngcp,ngc->ngp", features, mean)
-            spatial_axis = 2
-
-        # gamma and beta broadcast over (N, P, G) or (N, G, P).
-        param_shape = (self.groups,) if channels_last else (self.groups, 1)
-        gamma = ops.reshape(ops.cast(self.gamma, "float32"), param_shape)
-        beta = ops.reshape(ops.cast(self.beta, "float32"), param_shape)
+            similarity = ops.matmul(ops.swapaxes(mean, 2, 3), features)
+        # gamma and beta broadcast over the gate's shape.
+        param_shape = (self.groups, 1) if channels_last else (self.groups, 1, 1)
+        gamma = ops.reshape(gamma, param_shape)
+        beta = ops.reshape(beta, param_shape)
+        saved = {"mean": mean, "similarity": similarity, "gamma": gamma}
         if self.normalize:
             # Step 3. (The mean of s equals <g, g> in exact arithmetic, but
             # with few positions the rounding of that shortcut is not
@@ -202,25 +215,84 @@ class SpatialGroupEnhance(keras.layers.Layer):
             # Unbiased variance, as torch.std. With a single position the
             # centred values are exactly 0, so any positive divisor gives t=0.
             divisor = ops.maximum(ops.cast(positions, "float32") - 1.0, 1.0)
-            variance = ops.sum(
-                ops.square(centered), axis=spatial_axis, keepdims=True
-            ) / divisor
-            # sqrt has an infinite slope at 0 (one position, or a constant
-            # map): take it only where the variance is positive, so that the
-            # gradient stays finite there.
+            variance = (
+                ops.sum(ops.square(centered), axis=spatial_axis, keepdims=True)
+                / divisor
+            )
+            # The std is 0 for one position or a constant map; the sqrt is
+            # taken only where it is positive, so its slope stays finite.
             positive = ops.greater(variance, 0.0)
             std = ops.where(
                 positive, ops.sqrt(ops.where(positive, variance, 1.0)), 0.0
             )
-            # Steps 4-5: gamma / (std + epsilon) is one multiplier per group.
-            logits = centered * (gamma / (std + self.epsilon)) + beta
+            # gamma / (std + epsilon) is one multiplier per group.
+            scale = gamma / (std + self.epsilon)
+            logits = centered * scale + beta
+            saved.update(
+                centered=centered, std=std, scale=scale, divisor=divisor
+            )
         else:
             logits = similarity * gamma + beta
-        gate = ops.sigmoid(logits)
-        return ops.expand_dims(gate, -1 if channels_last else 2), grouped
+        return ops.sigmoid(logits), saved
+
+    def _backward(self, upstream, saved):
+        """The vector-Jacobian product of `_enhance`, by hand.
+
+        It reads x and dy twice each and writes dx once (the derivation is in
+        docs/performance.md).
+
+        Args:
+            upstream: The output's cotangent, float32, in the grouped view.
+            saved: The values `_enhance` returned with the output.
+
+        Returns:
+            dx (float32, grouped view), d_gamma and d_beta (each `(groups,)`).
+        """
+        features, gate = saved["features"], saved["gate"]
+        spatial_axis, channel_axis = self._axes()
+        batch_and_space = (0, spatial_axis)
+        # y = x * a: the gate's cotangent, then the logits' (sigmoid').
+        d_gate = ops.sum(upstream * features, axis=channel_axis, keepdims=True)
+        d_logits = d_gate * gate * (1.0 - gate)
+        d_beta = ops.sum(d_logits, axis=batch_and_space)
+        if self.normalize:
+            centered, std, scale = saved["centered"], saved["std"], saved["scale"]
+            # logits = centered * scale + beta, scale = gamma / (std + eps).
+            d_scale = ops.sum(d_logits * centered, axis=spatial_axis, keepdims=True)
+            d_gamma = ops.sum(d_scale / (std + self.epsilon), axis=0)
+            d_std = -d_scale * scale / (std + self.epsilon)
+            # std = sqrt(sum(centered^2) / divisor): d std / d centered =
+            # centered / (divisor * std), taken as 0 where std is 0.
+            positive = ops.greater(std, 0.0)
+            d_std_per_centered = ops.where(
+                positive,
+                d_std / (saved["divisor"] * ops.where(positive, std, 1.0)),
+                0.0,
+            )
+            d_centered = d_logits * scale + centered * d_std_per_centered
+            d_similarity = d_centered - ops.mean(
+                d_centered, axis=spatial_axis, keepdims=True
+            )
+        else:
+            d_gamma = ops.sum(d_logits * saved["similarity"], axis=batch_and_space)
+            d_similarity = d_logits * saved["gamma"]
+        # s = <x, g> with g = mean(x): x receives d_s * g directly and
+        # d_g / P through the mean, where d_g = sum_p d_s * x is a
+        # contraction over positions (a reduction here would be fused into
+        # the element-wise dx below and recomputed per element by XLA).
+        if self.data_format == "channels_last":
+            d_mean = ops.expand_dims(
+                ops.einsum("npgc,npg->ngc", features, ops.squeeze(d_similarity, -1)),
+                1,
+            )
+        else:
+            d_mean = ops.matmul(features, ops.swapaxes(d_similarity, 2, 3))
+        positions = ops.cast(saved["positions"], "float32")
+        dx = upstream * gate + d_similarity * saved["mean"] + d_mean / positions
+        return dx, ops.reshape(d_gamma, (-1,)), ops.reshape(d_beta, (-1,))
 
     def _channels_last_similarity(self, features, mean):
-        """Computes s (N, P, G) from features (N, P, G, C/G) and g (N, G, C/G).
+        """Computes s (N, P, G) from features (N, P, G, C/G) and g (N, 1, G, C/G).
 
         For up to `_BLOCK_MATMUL_MAX_GROUPS` groups, s is one batched matmul
         of the (N, P, C) features with the block-diagonal (C, G) matrix that
@@ -233,7 +305,7 @@ class SpatialGroupEnhance(keras.layers.Layer):
         groups, per_group = self.groups, features.shape[-1]
         channels = groups * per_group
         if groups > _BLOCK_MATMUL_MAX_GROUPS:
-            return ops.sum(features * ops.expand_dims(mean, 1), axis=-1)
+            return ops.sum(features * mean, axis=-1)
         indicator = ops.cast(
             ops.equal(
                 ops.expand_dims(ops.arange(channels) // per_group, 1),
@@ -258,17 +330,63 @@ class SpatialGroupEnhance(keras.layers.Layer):
         """
         if not self.built:
             self.build(tuple(inputs.shape))
-        gate, _ = self._gate(inputs)
+        grouped, positions = self._grouped(inputs)
+        gate, _ = self._forward(
+            ops.cast(grouped, "float32"),
+            positions,
+            ops.cast(self.gamma, "float32"),
+            ops.cast(self.beta, "float32"),
+        )
         shape = ops.shape(inputs)
         if self.data_format == "channels_last":
             return ops.reshape(gate, (-1, shape[1], shape[2], self.groups))
         return ops.reshape(gate, (-1, self.groups, shape[2], shape[3]))
 
+    def _enhance(self, inputs, gamma, beta):
+        """Returns `x * gate` and the values its backward pass needs."""
+        grouped, positions = self._grouped(inputs)
+        features = ops.cast(grouped, "float32")
+        gate, saved = self._forward(features, positions, gamma, beta)
+        outputs = ops.reshape(grouped * ops.cast(gate, grouped.dtype), ops.shape(inputs))
+        saved.update(features=features, gate=gate, positions=positions)
+        return outputs, saved
+
     def call(self, inputs):
-        gate, grouped = self._gate(inputs)
-        outputs = grouped * ops.cast(gate, grouped.dtype)
-        outputs = ops.reshape(outputs, ops.shape(inputs))
+        gamma = ops.cast(self.gamma, "float32")
+        beta = ops.cast(self.beta, "float32")
+        if keras.backend.backend() == "torch":
+            # Eager autograd of the forward pass measured faster on torch
+            # than the hand-written backward (docs/performance.md).
+            outputs, _ = self._enhance(inputs, gamma, beta)
+        else:
+            outputs = self._enhance_with_vjp(inputs, gamma, beta)
         return ops.cast(outputs, self.compute_dtype)
+
+    def _enhance_with_vjp(self, inputs, gamma, beta):
+        """`_enhance` with the hand-written backward pass of `_backward`.
+
+        Autodiff of the statistics keeps and re-reads several input-sized
+        tensors; on XLA (TensorFlow, JAX) the hand-written pass is faster.
+        """
+
+        @ops.custom_gradient
+        def enhance(inputs, gamma, beta):
+            outputs, saved = self._enhance(inputs, gamma, beta)
+
+            def gradient(*args, upstream=None):
+                # TensorFlow and JAX pass the output's cotangent positionally.
+                if upstream is None:
+                    (upstream,) = args
+                d_grouped, _ = self._grouped(upstream)
+                dx, d_gamma, d_beta = self._backward(
+                    ops.cast(d_grouped, "float32"), saved
+                )
+                dx = ops.reshape(dx, ops.shape(inputs))
+                return ops.cast(dx, inputs.dtype), d_gamma, d_beta
+
+            return outputs, gradient
+
+        return enhance(inputs, gamma, beta)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)

@@ -117,6 +117,11 @@ class SpatialGroupEnhance(keras.layers.Layer):
         # to the compute dtype at the end.
         self.autocast = False
         self._channel_axis = -1 if data_format == "channels_last" else 1
+        # Axes of the grouped view (see `_grouped`).
+        if data_format == "channels_last":
+            self._grouped_spatial_axis, self._grouped_channel_axis = 1, 3
+        else:
+            self._grouped_spatial_axis, self._grouped_channel_axis = 3, 2
 
     def build(self, input_shape):
         if len(input_shape) != 4:
@@ -173,10 +178,6 @@ class SpatialGroupEnhance(keras.layers.Layer):
             view = (-1, self.groups, per_group, positions)
         return ops.reshape(inputs, view), positions
 
-    def _axes(self):
-        """The spatial and channel axes of the grouped view."""
-        return (1, 3) if self.data_format == "channels_last" else (3, 2)
-
     def _forward(self, features, positions, gamma, beta):
         """Steps 1-4 on the float32 grouped view.
 
@@ -187,7 +188,7 @@ class SpatialGroupEnhance(keras.layers.Layer):
             The gate and a dict of the intermediate values the backward pass
             needs.
         """
-        spatial_axis, _ = self._axes()
+        spatial_axis = self._grouped_spatial_axis
         channels_last = self.data_format == "channels_last"
         # Step 1: the group means g, (N, 1, G, C/G) or (N, G, C/G, 1).
         mean = ops.mean(features, axis=spatial_axis, keepdims=True)
@@ -249,7 +250,8 @@ class SpatialGroupEnhance(keras.layers.Layer):
             dx (float32, grouped view), d_gamma and d_beta (each `(groups,)`).
         """
         features, gate = saved["features"], saved["gate"]
-        spatial_axis, channel_axis = self._axes()
+        spatial_axis = self._grouped_spatial_axis
+        channel_axis = self._grouped_channel_axis
         batch_and_space = (0, spatial_axis)
         # y = x * a: the gate's cotangent, then the logits' (sigmoid').
         d_gate = ops.sum(upstream * features, axis=channel_axis, keepdims=True)
@@ -330,30 +332,32 @@ class SpatialGroupEnhance(keras.layers.Layer):
         """
         if not self.built:
             self.build(tuple(inputs.shape))
-        grouped, positions = self._grouped(inputs)
-        gate, _ = self._forward(
-            ops.cast(grouped, "float32"),
-            positions,
-            ops.cast(self.gamma, "float32"),
-            ops.cast(self.beta, "float32"),
-        )
+        _, _, gate, _ = self._gate(inputs, *self._float32_weights())
         shape = ops.shape(inputs)
         if self.data_format == "channels_last":
             return ops.reshape(gate, (-1, shape[1], shape[2], self.groups))
         return ops.reshape(gate, (-1, self.groups, shape[2], shape[3]))
 
-    def _enhance(self, inputs, gamma, beta):
-        """Returns `x * gate` and the values its backward pass needs."""
+    def _float32_weights(self):
+        return ops.cast(self.gamma, "float32"), ops.cast(self.beta, "float32")
+
+    def _gate(self, inputs, gamma, beta):
+        """Returns the grouped view, its float32 copy, the gate and `saved`."""
         grouped, positions = self._grouped(inputs)
         features = ops.cast(grouped, "float32")
         gate, saved = self._forward(features, positions, gamma, beta)
+        saved["positions"] = positions
+        return grouped, features, gate, saved
+
+    def _enhance(self, inputs, gamma, beta):
+        """Returns `x * gate` and the values its backward pass needs."""
+        grouped, features, gate, saved = self._gate(inputs, gamma, beta)
         outputs = ops.reshape(grouped * ops.cast(gate, grouped.dtype), ops.shape(inputs))
-        saved.update(features=features, gate=gate, positions=positions)
+        saved.update(features=features, gate=gate)
         return outputs, saved
 
     def call(self, inputs):
-        gamma = ops.cast(self.gamma, "float32")
-        beta = ops.cast(self.beta, "float32")
+        gamma, beta = self._float32_weights()
         if keras.backend.backend() == "torch":
             # Eager autograd of the forward pass measured faster on torch
             # than the hand-written backward (docs/performance.md).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import keras
 from keras import constraints, initializers, ops, regularizers
 
@@ -9,6 +11,25 @@ _DATA_FORMATS = ("channels_last", "channels_first")
 # Up to this many groups, channels_last computes the similarity with one
 # block-diagonal matmul (see `_channels_last_similarity`).
 _BLOCK_MATMUL_MAX_GROUPS = 64
+
+
+class _Forward(NamedTuple):
+    """What the forward pass keeps for the hand-written backward pass.
+
+    Tensors are float32 in the grouped view; per-position ones have the
+    gate's shape. The last four exist only with `normalize=True`.
+    """
+
+    features: Any  # x, (N, P, G, C/G) or (N, G, C/G, P)
+    positions: Any  # P = H * W
+    mean: Any  # g, the group means
+    similarity: Any  # s = <x, g>
+    gamma: Any  # reshaped to broadcast over the gate
+    gate: Any  # sigmoid of the logits
+    centered: Any = None  # s - mean_p(s)
+    std: Any = None  # unbiased std of s over positions
+    scale: Any = None  # gamma / (std + epsilon)
+    divisor: Any = None  # max(P - 1, 1)
 
 
 @keras.saving.register_keras_serializable(package="keras_sge")
@@ -185,8 +206,7 @@ class SpatialGroupEnhance(keras.layers.Layer):
         `(N, G, 1, P)`, so that it broadcasts against the grouped view.
 
         Returns:
-            The gate and a dict of the intermediate values the backward pass
-            needs.
+            A `_Forward` holding the gate and what the backward pass needs.
         """
         spatial_axis = self._grouped_spatial_axis
         channels_last = self.data_format == "channels_last"
@@ -205,7 +225,13 @@ class SpatialGroupEnhance(keras.layers.Layer):
         param_shape = (self.groups, 1) if channels_last else (self.groups, 1, 1)
         gamma = ops.reshape(gamma, param_shape)
         beta = ops.reshape(beta, param_shape)
-        saved = {"mean": mean, "similarity": similarity, "gamma": gamma}
+        saved = dict(
+            features=features,
+            positions=positions,
+            mean=mean,
+            similarity=similarity,
+            gamma=gamma,
+        )
         if self.normalize:
             # Step 3. (The mean of s equals <g, g> in exact arithmetic, but
             # with few positions the rounding of that shortcut is not
@@ -229,12 +255,10 @@ class SpatialGroupEnhance(keras.layers.Layer):
             # gamma / (std + epsilon) is one multiplier per group.
             scale = gamma / (std + self.epsilon)
             logits = centered * scale + beta
-            saved.update(
-                centered=centered, std=std, scale=scale, divisor=divisor
-            )
+            saved.update(centered=centered, std=std, scale=scale, divisor=divisor)
         else:
             logits = similarity * gamma + beta
-        return ops.sigmoid(logits), saved
+        return _Forward(gate=ops.sigmoid(logits), **saved)
 
     def _backward(self, upstream, saved):
         """The vector-Jacobian product of `_enhance`, by hand.
@@ -244,12 +268,12 @@ class SpatialGroupEnhance(keras.layers.Layer):
 
         Args:
             upstream: The output's cotangent, float32, in the grouped view.
-            saved: The values `_enhance` returned with the output.
+            saved: The `_Forward` of the same inputs.
 
         Returns:
             dx (float32, grouped view), d_gamma and d_beta (each `(groups,)`).
         """
-        features, gate = saved["features"], saved["gate"]
+        features, gate = saved.features, saved.gate
         spatial_axis = self._grouped_spatial_axis
         channel_axis = self._grouped_channel_axis
         batch_and_space = (0, spatial_axis)
@@ -258,7 +282,7 @@ class SpatialGroupEnhance(keras.layers.Layer):
         d_logits = d_gate * gate * (1.0 - gate)
         d_beta = ops.sum(d_logits, axis=batch_and_space)
         if self.normalize:
-            centered, std, scale = saved["centered"], saved["std"], saved["scale"]
+            centered, std, scale = saved.centered, saved.std, saved.scale
             # logits = centered * scale + beta, scale = gamma / (std + eps).
             d_scale = ops.sum(d_logits * centered, axis=spatial_axis, keepdims=True)
             d_gamma = ops.sum(d_scale / (std + self.epsilon), axis=0)
@@ -268,7 +292,7 @@ class SpatialGroupEnhance(keras.layers.Layer):
             positive = ops.greater(std, 0.0)
             d_std_per_centered = ops.where(
                 positive,
-                d_std / (saved["divisor"] * ops.where(positive, std, 1.0)),
+                d_std / (saved.divisor * ops.where(positive, std, 1.0)),
                 0.0,
             )
             d_centered = d_logits * scale + centered * d_std_per_centered
@@ -276,8 +300,8 @@ class SpatialGroupEnhance(keras.layers.Layer):
                 d_centered, axis=spatial_axis, keepdims=True
             )
         else:
-            d_gamma = ops.sum(d_logits * saved["similarity"], axis=batch_and_space)
-            d_similarity = d_logits * saved["gamma"]
+            d_gamma = ops.sum(d_logits * saved.similarity, axis=batch_and_space)
+            d_similarity = d_logits * saved.gamma
         # s = <x, g> with g = mean(x): x receives d_s * g directly and
         # d_g / P through the mean, where d_g = sum_p d_s * x is a
         # contraction over positions (a reduction here would be fused into
@@ -289,8 +313,8 @@ class SpatialGroupEnhance(keras.layers.Layer):
             )
         else:
             d_mean = ops.matmul(features, ops.swapaxes(d_similarity, 2, 3))
-        positions = ops.cast(saved["positions"], "float32")
-        dx = upstream * gate + d_similarity * saved["mean"] + d_mean / positions
+        positions = ops.cast(saved.positions, "float32")
+        dx = upstream * gate + d_similarity * saved.mean + d_mean / positions
         return dx, ops.reshape(d_gamma, (-1,)), ops.reshape(d_beta, (-1,))
 
     def _channels_last_similarity(self, features, mean):
@@ -332,7 +356,8 @@ class SpatialGroupEnhance(keras.layers.Layer):
         """
         if not self.built:
             self.build(tuple(inputs.shape))
-        _, _, gate, _ = self._gate(inputs, *self._float32_weights())
+        _, saved = self._gate(inputs, *self._float32_weights())
+        gate = saved.gate
         shape = ops.shape(inputs)
         if self.data_format == "channels_last":
             return ops.reshape(gate, (-1, shape[1], shape[2], self.groups))
@@ -342,19 +367,16 @@ class SpatialGroupEnhance(keras.layers.Layer):
         return ops.cast(self.gamma, "float32"), ops.cast(self.beta, "float32")
 
     def _gate(self, inputs, gamma, beta):
-        """Returns the grouped view, its float32 copy, the gate and `saved`."""
+        """Returns the grouped view and the `_Forward` of its float32 copy."""
         grouped, positions = self._grouped(inputs)
         features = ops.cast(grouped, "float32")
-        gate, saved = self._forward(features, positions, gamma, beta)
-        saved["positions"] = positions
-        return grouped, features, gate, saved
+        return grouped, self._forward(features, positions, gamma, beta)
 
     def _enhance(self, inputs, gamma, beta):
-        """Returns `x * gate` and the values its backward pass needs."""
-        grouped, features, gate, saved = self._gate(inputs, gamma, beta)
-        outputs = ops.reshape(grouped * ops.cast(gate, grouped.dtype), ops.shape(inputs))
-        saved.update(features=features, gate=gate)
-        return outputs, saved
+        """Returns `x * gate` and the `_Forward` its backward pass needs."""
+        grouped, saved = self._gate(inputs, gamma, beta)
+        gate = ops.cast(saved.gate, grouped.dtype)
+        return ops.reshape(grouped * gate, ops.shape(inputs)), saved
 
     def call(self, inputs):
         gamma, beta = self._float32_weights()

@@ -28,7 +28,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--quick", action="store_true",
-        help="small shapes (layer 8x28x28x256, batch 4 at 64 px); about two minutes on 2 CPU cores",
+        help="small shapes (layer 8x28x28x256, ResNet-18 at batch 4 and 64 px); "
+        "under two minutes on 2 CPU cores",
     )
     parser.add_argument(
         "--layer-only", action="store_true",
@@ -38,7 +39,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--groups", type=int, default=64)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--image-size", type=int)
-    parser.add_argument("--depth", type=int, default=50, choices=(18, 34, 50, 101))
+    parser.add_argument(
+        "--depth", type=int, choices=benchmarking.RESNET_DEPTHS,
+        help="ResNet depth (default: 50; 18 with --quick)",
+    )
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument(
         "--mixed-precision", nargs="?", const="float16", choices=("float16", "bfloat16"),
@@ -63,12 +67,13 @@ def main(argv=None) -> int:
         key: value
         for key, value in dict(
             layer_shape=args.layer_shape, batch_size=args.batch_size,
-            image_size=args.image_size, warmup=args.warmup, repeats=args.repeats,
+            image_size=args.image_size, depth=args.depth, warmup=args.warmup,
+            repeats=args.repeats,
         ).items()
         if value is not None
     }
     settings = dict(
-        backends=args.backends, groups=args.groups, depth=args.depth,
+        backends=args.backends, groups=args.groups,
         classes=args.classes, mixed_precision=args.mixed_precision,
         data_format=args.data_format, layer_only=args.layer_only,
         training=not args.no_training, torch_reference=not args.no_torch_reference,

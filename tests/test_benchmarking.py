@@ -116,11 +116,18 @@ def test_resolve_data_format():
         (dict(layer_shape=(2, 8, 8, 30), groups=4), "divisible"),
         (dict(mixed_precision="float8"), "mixed_precision"),
         (dict(image_size=16), "image_size"),
+        (dict(depth=20), "depth"),
     ],
 )
 def test_compare_config_rejects_bad_settings(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         benchmarking.CompareConfig(output_dir=str(tmp_path), **kwargs)
+
+
+def test_quick_config_uses_resnet18_unless_told_otherwise(tmp_path):
+    quick = benchmarking.quick_config(str(tmp_path))
+    assert (quick.depth, quick.batch_size, quick.image_size) == (18, 4, 64)
+    assert benchmarking.quick_config(str(tmp_path), depth=50).depth == 50
 
 
 def test_run_worker_measures_the_networks_and_saves_outputs(tmp_path):

@@ -7,6 +7,7 @@ results, which `format_table` and `plot_report` present.
 
 from keras_sge.benchmarking.compare import (
     BACKENDS,
+    RESNET_DEPTHS,
     CompareConfig,
     backend_installed,
     compare_backends,
@@ -33,6 +34,7 @@ from keras_sge.benchmarking.timing import (
 
 __all__ = [
     "BACKENDS",
+    "RESNET_DEPTHS",
     "CompareConfig",
     "Timing",
     "backend_installed",

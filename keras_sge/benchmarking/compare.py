@@ -22,7 +22,6 @@ from keras_sge.benchmarking import worker
 
 BACKENDS = ("tensorflow", "jax", "torch")
 RESNET_DEPTHS = (18, 34, 50, 101)
-_BACKEND_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 _MIXED_POLICIES = {"float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 
 
@@ -143,8 +142,8 @@ def quick_config(output_dir: str, **overrides) -> CompareConfig:
 
 
 def backend_installed(backend: str) -> bool:
-    """Whether the library behind a Keras backend can be imported."""
-    return importlib.util.find_spec(_BACKEND_MODULES[backend]) is not None
+    """Whether the library behind a Keras backend (named after it) can be imported."""
+    return importlib.util.find_spec(backend) is not None
 
 
 def _write_inputs(config: CompareConfig) -> None:

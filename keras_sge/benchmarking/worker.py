@@ -18,15 +18,13 @@ import platform
 import sys
 from typing import Any
 
-# Files shared by all workers, inside `SpecFields.work_dir`.
+# Files shared by all workers, inside `WorkerSpec.work_dir`.
 LAYER_INPUT = "layer_input.npy"
 IMAGES = "images.npy"
 LABELS = "labels.npy"
 LAYER_WEIGHTS = "sge_layer.weights.h5"
 SGE_RESNET_WEIGHTS = "sge_resnet.weights.h5"
 RESNET_WEIGHTS = "resnet.weights.h5"
-
-_BACKEND_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
 
 @dataclasses.dataclass
@@ -113,7 +111,7 @@ def _versions(backend: str) -> dict[str, str]:
     import keras
     import numpy as np
 
-    module = importlib.import_module(_BACKEND_MODULES[backend])
+    module = importlib.import_module(backend)  # each backend is named after its library
     return {
         "python": platform.python_version(),
         "keras": keras.__version__,

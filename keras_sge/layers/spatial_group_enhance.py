@@ -213,7 +213,7 @@ class SpatialGroupEnhance(keras.layers.Layer):
         # Step 1: the group means g, (N, 1, G, C/G) or (N, G, C/G, 1), as a
         # sum divided afterwards: torch's autograd of `mean` divides an
         # input-sized broadcast gradient, that of `sum` only expands it
-        # (forward+backward 20-25 % faster on torch).
+        # (forward+backward 20-25 % faster on torch; docs/performance.md).
         total = ops.sum(features, axis=spatial_axis, keepdims=True)
         mean = total / ops.cast(positions, "float32")
         # Step 2: the similarity s = <x, g> of every position, computed as a
@@ -240,9 +240,9 @@ class SpatialGroupEnhance(keras.layers.Layer):
             # Step 3. (The mean of s equals <g, g> in exact arithmetic, but
             # with few positions the rounding of that shortcut is not
             # cancelled out, so it is taken from s itself.)
-            centered = similarity - ops.mean(
-                similarity, axis=spatial_axis, keepdims=True
-            )
+            # (A sum divided afterwards, as in step 1.)
+            similarity_total = ops.sum(similarity, axis=spatial_axis, keepdims=True)
+            centered = similarity - similarity_total / ops.cast(positions, "float32")
             # Unbiased variance, as torch.std. With a single position the
             # centred values are exactly 0, so any positive divisor gives t=0.
             divisor = ops.maximum(ops.cast(positions, "float32") - 1.0, 1.0)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from keras_sge import benchmarking
+from keras_sge.applications import resnet
 from keras_sge.benchmarking import worker
 from keras_sge.layers import SpatialGroupEnhance
 from tests.conftest import BACKEND, subprocess_env
@@ -122,6 +123,10 @@ def test_resolve_data_format():
 def test_compare_config_rejects_bad_settings(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         benchmarking.CompareConfig(output_dir=str(tmp_path), **kwargs)
+
+
+def test_compare_depths_are_the_builders():
+    assert benchmarking.RESNET_DEPTHS == tuple(sorted(resnet._ARCHITECTURES))
 
 
 def test_quick_config_uses_resnet18_unless_told_otherwise(tmp_path):

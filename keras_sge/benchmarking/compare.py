@@ -21,6 +21,8 @@ import numpy as np
 from keras_sge.benchmarking import worker
 
 BACKENDS = ("tensorflow", "jax", "torch")
+# The depths `keras_sge.applications.build_resnet` builds, repeated because
+# this module must not import Keras (tests keep the two in step).
 RESNET_DEPTHS = (18, 34, 50, 101)
 _MIXED_POLICIES = {"float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 

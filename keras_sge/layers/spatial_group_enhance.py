@@ -21,7 +21,7 @@ class _Forward(NamedTuple):
     """
 
     features: Any  # x, (N, P, G, C/G) or (N, G, C/G, P)
-    positions: Any  # P = H * W
+    positions: Any  # P = H * W, as a float32 scalar
     mean: Any  # g, the group means
     similarity: Any  # s = <x, g>
     gamma: Any  # reshaped to broadcast over the gate
@@ -210,12 +210,9 @@ class SpatialGroupEnhance(keras.layers.Layer):
         """
         spatial_axis = self._grouped_spatial_axis
         channels_last = self.data_format == "channels_last"
-        # Step 1: the group means g, (N, 1, G, C/G) or (N, G, C/G, 1), as a
-        # sum divided afterwards: torch's autograd of `mean` divides an
-        # input-sized broadcast gradient, that of `sum` only expands it
-        # (forward+backward 20-25 % faster on torch; docs/performance.md).
-        total = ops.sum(features, axis=spatial_axis, keepdims=True)
-        mean = total / ops.cast(positions, "float32")
+        positions = ops.cast(positions, "float32")
+        # Step 1: the group means g, (N, 1, G, C/G) or (N, G, C/G, 1).
+        mean = self._mean_over_positions(features, positions)
         # Step 2: the similarity s = <x, g> of every position, computed as a
         # contraction so that x * g is never stored.
         if channels_last:
@@ -229,23 +226,15 @@ class SpatialGroupEnhance(keras.layers.Layer):
         param_shape = (self.groups, 1) if channels_last else (self.groups, 1, 1)
         gamma = ops.reshape(gamma, param_shape)
         beta = ops.reshape(beta, param_shape)
-        saved = dict(
-            features=features,
-            positions=positions,
-            mean=mean,
-            similarity=similarity,
-            gamma=gamma,
-        )
+        centered = std = scale = divisor = None
         if self.normalize:
             # Step 3. (The mean of s equals <g, g> in exact arithmetic, but
             # with few positions the rounding of that shortcut is not
             # cancelled out, so it is taken from s itself.)
-            # (A sum divided afterwards, as in step 1.)
-            similarity_total = ops.sum(similarity, axis=spatial_axis, keepdims=True)
-            centered = similarity - similarity_total / ops.cast(positions, "float32")
+            centered = similarity - self._mean_over_positions(similarity, positions)
             # Unbiased variance, as torch.std. With a single position the
             # centred values are exactly 0, so any positive divisor gives t=0.
-            divisor = ops.maximum(ops.cast(positions, "float32") - 1.0, 1.0)
+            divisor = ops.maximum(positions - 1.0, 1.0)
             variance = (
                 ops.sum(ops.square(centered), axis=spatial_axis, keepdims=True)
                 / divisor
@@ -259,10 +248,31 @@ class SpatialGroupEnhance(keras.layers.Layer):
             # gamma / (std + epsilon) is one multiplier per group.
             scale = gamma / (std + self.epsilon)
             logits = centered * scale + beta
-            saved.update(centered=centered, std=std, scale=scale, divisor=divisor)
         else:
             logits = similarity * gamma + beta
-        return _Forward(gate=ops.sigmoid(logits), **saved)
+        return _Forward(
+            features=features,
+            positions=positions,
+            mean=mean,
+            similarity=similarity,
+            gamma=gamma,
+            gate=ops.sigmoid(logits),
+            centered=centered,
+            std=std,
+            scale=scale,
+            divisor=divisor,
+        )
+
+    def _mean_over_positions(self, tensor, positions):
+        """The mean over the grouped view's spatial axis, kept as a size-1 axis.
+
+        Taken as a sum divided afterwards: torch's autograd of a mean divides
+        an input-sized broadcast gradient element by element, that of a sum
+        only expands it (forward+backward 20-25 % faster on torch;
+        docs/performance.md).
+        """
+        total = ops.sum(tensor, axis=self._grouped_spatial_axis, keepdims=True)
+        return total / positions
 
     def _backward(self, upstream, saved):
         """The vector-Jacobian product of `_enhance`, by hand.
@@ -300,8 +310,8 @@ class SpatialGroupEnhance(keras.layers.Layer):
                 0.0,
             )
             d_centered = d_logits * scale + centered * d_std_per_centered
-            d_similarity = d_centered - ops.mean(
-                d_centered, axis=spatial_axis, keepdims=True
+            d_similarity = d_centered - self._mean_over_positions(
+                d_centered, saved.positions
             )
         else:
             d_gamma = ops.sum(d_logits * saved.similarity, axis=batch_and_space)
@@ -317,8 +327,7 @@ class SpatialGroupEnhance(keras.layers.Layer):
             )
         else:
             d_mean = ops.matmul(features, ops.swapaxes(d_similarity, 2, 3))
-        positions = ops.cast(saved.positions, "float32")
-        dx = upstream * gate + d_similarity * saved.mean + d_mean / positions
+        dx = upstream * gate + d_similarity * saved.mean + d_mean / saved.positions
         return dx, ops.reshape(d_gamma, (-1,)), ops.reshape(d_beta, (-1,))
 
     def _channels_last_similarity(self, features, mean):

@@ -58,6 +58,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int)
     parser.add_argument("--repeats", type=int)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--timeout", type=float, default=3600.0,
+        help="seconds each backend's process may run; one that runs longer is "
+        "reported as timed out and the others still run",
+    )
     return parser.parse_args(argv)
 
 
@@ -77,7 +82,8 @@ def main(argv=None) -> int:
         classes=args.classes, mixed_precision=args.mixed_precision,
         data_format=args.data_format, layer_only=args.layer_only,
         training=not args.no_training, torch_reference=not args.no_torch_reference,
-        torch_compile=args.torch_compile, seed=args.seed, **overrides,
+        torch_compile=args.torch_compile, seed=args.seed, timeout=args.timeout,
+        **overrides,
     )
     try:
         if args.quick:

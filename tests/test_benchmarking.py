@@ -101,6 +101,26 @@ def test_benchmark_torch_module_reports_throughput(rng):
     assert result["training"]["images_per_s"] > 0
 
 
+@pytest.mark.skipif(BACKEND != "torch", reason="plain PyTorch module; torch pass only")
+@pytest.mark.parametrize("autocast_dtype", ["bfloat16", "float16"])
+def test_benchmark_torch_module_runs_in_the_mixed_precision_asked_for(rng, autocast_dtype):
+    import torch
+
+    linear = torch.nn.Linear(3 * 4 * 4, 5)
+    module = torch.nn.Sequential(torch.nn.Flatten(), linear)
+    seen = []
+    linear.register_forward_hook(lambda _, __, output: seen.append(output.dtype))
+    before = linear.weight.detach().clone()
+    images = rng.normal(size=(2, 3, 4, 4)).astype("float32")
+    benchmarking.benchmark_torch_module(
+        module, images, np.array([1, 4]), warmup=1, repeats=2,
+        device="cpu", autocast_dtype=autocast_dtype,
+    )
+    assert set(seen) == {getattr(torch, autocast_dtype)}
+    assert linear.weight.dtype == torch.float32
+    assert not torch.equal(before, linear.weight), "the training steps did not update it"
+
+
 def test_resolve_data_format():
     assert worker.resolve_data_format("auto", "torch") == "channels_first"
     assert worker.resolve_data_format("auto", "jax") == "channels_last"
@@ -118,11 +138,34 @@ def test_resolve_data_format():
         (dict(mixed_precision="float8"), "mixed_precision"),
         (dict(image_size=16), "image_size"),
         (dict(depth=20), "depth"),
+        (dict(timeout=0), "timeout"),
     ],
 )
 def test_compare_config_rejects_bad_settings(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         benchmarking.CompareConfig(output_dir=str(tmp_path), **kwargs)
+
+
+@pytest.mark.backend_independent
+def test_compare_backends_reports_missing_and_timed_out_backends(tmp_path, monkeypatch):
+    # Neither stops the run: each becomes its entry's status, and the table,
+    # the JSON and the chart are still written.
+    monkeypatch.setattr(
+        benchmarking.compare, "backend_installed", lambda name: name != "tensorflow"
+    )
+    config = benchmarking.quick_config(
+        str(tmp_path), backends=("tensorflow", "jax"), layer_only=True, timeout=0.5
+    )
+    report = benchmarking.compare_backends(config)
+    assert [(r["backend"], r["status"]) for r in report["results"]] == [
+        ("tensorflow", "not installed"), ("jax", "timed out after 0.5 s")
+    ]
+    assert report["agreement"] == {}
+    table = benchmarking.format_table(report)
+    assert "not installed" in table and "timed out after 0.5 s" in table
+    benchmarking.save_json(report, str(tmp_path / "comparison.json"))
+    benchmarking.plot_report(report, str(tmp_path / "comparison.png"))
+    assert (tmp_path / "comparison.png").stat().st_size > 0
 
 
 def test_compare_depths_are_the_builders():

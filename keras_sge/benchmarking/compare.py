@@ -109,6 +109,10 @@ class CompareConfig:
             )
         if self.repeats < 1:
             raise ValueError(f"`repeats` must be >= 1. Received: {self.repeats}")
+        if not self.timeout > 0:
+            raise ValueError(
+                f"`timeout` must be a positive number of seconds. Received: {self.timeout}"
+            )
 
     @property
     def dtype_policy(self) -> str:
@@ -199,7 +203,7 @@ def _run_backend(config: CompareConfig, backend: str, create_weights: bool) -> d
             timeout=config.timeout,
         )
     except subprocess.TimeoutExpired:
-        return {"backend": backend, "status": f"timed out after {config.timeout:.0f} s"}
+        return {"backend": backend, "status": f"timed out after {config.timeout:g} s"}
     if process.returncode != 0 or not os.path.exists(result_path):
         tail = (process.stderr or process.stdout).strip().splitlines()[-15:]
         return {

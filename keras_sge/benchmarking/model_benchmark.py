@@ -85,12 +85,17 @@ def benchmark_torch_module(
     repeats: int = 5,
     min_seconds: float = 0.0,
     training: bool = True,
+    device: str | None = None,
+    autocast_dtype: str | None = None,
 ) -> dict[str, Any]:
     """Measures a plain `torch.nn.Module` classifier the same way.
 
     Inference runs in `eval()` mode under `torch.inference_mode()`; a
     training step is forward, cross-entropy, backward and an SGD (momentum
-    0.9) update in `train()` mode.
+    0.9) update in `train()` mode. With `autocast_dtype`, both run under
+    `torch.autocast` (PyTorch's mixed precision, the counterpart of Keras'
+    `mixed_*` policies), and float16 training scales the loss with
+    `torch.amp.GradScaler` as Keras' `LossScaleOptimizer` does.
 
     Args:
         module: A `torch.nn.Module` mapping NCHW images to logits.
@@ -100,19 +105,31 @@ def benchmark_torch_module(
         repeats: Timed calls; the median is reported.
         min_seconds: Minimum time spent on each measurement.
         training: Also time the training step.
+        device: Where to run (e.g. `"cuda"`); the module is moved there.
+            `None` keeps the module's own device.
+        autocast_dtype: `None` (float32), `"float16"` or `"bfloat16"`.
 
     Returns:
         The same structure as `benchmark_keras_model`.
     """
+    import contextlib
+
     import torch
 
+    if device is not None:
+        module.to(device)
     device = next(module.parameters()).device
     x = torch.as_tensor(images, device=device)
     y = torch.as_tensor(labels, dtype=torch.long, device=device)
     batch = int(x.shape[0])
 
+    def precision():
+        if autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=getattr(torch, autocast_dtype))
+
     def infer(x):
-        with torch.inference_mode():
+        with torch.inference_mode(), precision():
             return module(x)
 
     def sync_after(fn):
@@ -135,12 +152,17 @@ def benchmark_torch_module(
         module.train()
         optimizer = torch.optim.SGD(module.parameters(), lr=0.01, momentum=0.9)
         loss_fn = torch.nn.CrossEntropyLoss()
+        scaler = torch.amp.GradScaler(
+            device.type, enabled=autocast_dtype == "float16"
+        )
 
         def train_step(x, y):
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(module(x), y)
-            loss.backward()
-            optimizer.step()
+            with precision():
+                loss = loss_fn(module(x), y)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             return loss.detach()
 
         step = time_function(sync_after(train_step), x, y, **timed)

@@ -231,7 +231,12 @@ def _model_benchmark(spec: WorkerSpec, data_format: str, outputs: dict) -> dict:
 
 
 def _torch_reference_benchmark(spec: WorkerSpec, keras_results: dict) -> dict:
-    """Times the plain-PyTorch networks next to the Keras ones."""
+    """Times the plain-PyTorch networks next to the Keras ones.
+
+    They run on the device Keras placed its tensors on, in the same
+    precision (`torch.autocast` for a mixed policy).
+    """
+    import keras
     import numpy as np
 
     from keras_sge.benchmarking.model_benchmark import benchmark_torch_module
@@ -242,11 +247,16 @@ def _torch_reference_benchmark(spec: WorkerSpec, keras_results: dict) -> dict:
         return {"status": f"unavailable: {error}"}
     images = _to_layout(np.load(os.path.join(spec.work_dir, IMAGES)), "channels_first")
     labels = np.load(os.path.join(spec.work_dir, LABELS))
+    policy = keras.config.dtype_policy()
     timed = dict(
         warmup=spec.warmup,
         repeats=spec.repeats,
         min_seconds=spec.min_seconds,
         training=spec.training,
+        device=str(keras.ops.convert_to_tensor(labels).device),
+        autocast_dtype=(
+            policy.compute_dtype if policy.compute_dtype != policy.variable_dtype else None
+        ),
     )
     results: dict[str, Any] = {"status": "ok"}
     for key, attention in (("sge_resnet", True), ("resnet", False)):

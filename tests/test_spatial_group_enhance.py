@@ -434,6 +434,23 @@ def test_gradients_finite_where_the_std_is_zero(rng, spatial):
         assert np.all(np.isfinite(grad))
 
 
+@pytest.mark.skipif(BACKEND != "torch", reason="torch dispatch; torch pass only")
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_torch_pass_makes_no_tensors_from_python_scalars(rng, data_format):
+    # On a GPU each such tensor is a host-to-device copy that first waits for
+    # every queued kernel, which stalled SGE-ResNet50 once per SGE layer.
+    import torch
+
+    x = torch.tensor(_to_layout(rng.normal(size=(2, 5, 5, 32)), data_format), dtype=torch.float32)
+    x.requires_grad_(True)
+    layer, _, _ = _layer_with_random_params(rng, 8, data_format, tuple(x.shape))
+    with torch.profiler.profile() as profile:
+        layer(x).sum().backward()
+    events = {event.name for event in profile.events()}
+    assert "aten::matmul" in events  # the profile saw the layer
+    assert not events & {"aten::lift_fresh", "aten::scalar_tensor"}
+
+
 def test_fit_step_updates_gamma_and_beta(rng):
     model = _small_model()
     model.compile(

@@ -11,17 +11,22 @@ _DATA_FORMATS = ("channels_last", "channels_first")
 # Up to this many groups, channels_last computes the similarity with one
 # block-diagonal matmul (see `_channels_last_similarity`).
 _BLOCK_MATMUL_MAX_GROUPS = 64
+# Added to the variance under the square root, so that the std's slope stays
+# finite where the variance is 0 (one position, a constant map). It leaves
+# every float32 variance above about 2e-23 unchanged.
+_VARIANCE_FLOOR = 1e-30
 
 
 class _Forward(NamedTuple):
     """What the forward pass keeps for the hand-written backward pass.
 
     Tensors are float32 in the grouped view; per-position ones have the
-    gate's shape. The last four exist only with `normalize=True`.
+    gate's shape. The last three exist only with `normalize=True`.
     """
 
     features: Any  # x, (N, P, G, C/G) or (N, G, C/G, P)
-    positions: Any  # P = H * W, as a float32 scalar
+    positions: Any  # P = H * W: a Python float, or a float32 scalar if dynamic
+    divisor: Any  # max(P - 1, 1) of the unbiased variance, like `positions`
     mean: Any  # g, the group means
     similarity: Any  # s = <x, g>
     gamma: Any  # reshaped to broadcast over the gate
@@ -29,7 +34,6 @@ class _Forward(NamedTuple):
     centered: Any = None  # s - mean_p(s)
     std: Any = None  # unbiased std of s over positions
     scale: Any = None  # gamma / (std + epsilon)
-    divisor: Any = None  # max(P - 1, 1)
 
 
 @keras.saving.register_keras_serializable(package="keras_sge")
@@ -210,7 +214,15 @@ class SpatialGroupEnhance(keras.layers.Layer):
         """
         spatial_axis = self._grouped_spatial_axis
         channels_last = self.data_format == "channels_last"
-        positions = ops.cast(positions, "float32")
+        # A static P stays a Python number: on torch, turning a Python
+        # scalar into a GPU tensor is a host-to-device copy that waits for
+        # the device, so the statistics use no such scalars at all.
+        if isinstance(positions, int):
+            positions = float(positions)
+            divisor = max(positions - 1.0, 1.0)
+        else:
+            positions = ops.cast(positions, "float32")
+            divisor = ops.maximum(positions - 1.0, 1.0)
         # Step 1: the group means g, (N, 1, G, C/G) or (N, G, C/G, 1).
         mean = self._mean_over_positions(features, positions)
         # Step 2: the similarity s = <x, g> of every position, computed as a
@@ -226,7 +238,7 @@ class SpatialGroupEnhance(keras.layers.Layer):
         param_shape = (self.groups, 1) if channels_last else (self.groups, 1, 1)
         gamma = ops.reshape(gamma, param_shape)
         beta = ops.reshape(beta, param_shape)
-        centered = std = scale = divisor = None
+        centered = std = scale = None
         if self.normalize:
             # Step 3. (The mean of s equals <g, g> in exact arithmetic, but
             # with few positions the rounding of that shortcut is not
@@ -234,17 +246,11 @@ class SpatialGroupEnhance(keras.layers.Layer):
             centered = similarity - self._mean_over_positions(similarity, positions)
             # Unbiased variance, as torch.std. With a single position the
             # centred values are exactly 0, so any positive divisor gives t=0.
-            divisor = ops.maximum(positions - 1.0, 1.0)
             variance = (
                 ops.sum(ops.square(centered), axis=spatial_axis, keepdims=True)
                 / divisor
             )
-            # The std is 0 for one position or a constant map; the sqrt is
-            # taken only where it is positive, so its slope stays finite.
-            positive = ops.greater(variance, 0.0)
-            std = ops.where(
-                positive, ops.sqrt(ops.where(positive, variance, 1.0)), 0.0
-            )
+            std = ops.sqrt(variance + _VARIANCE_FLOOR)
             # gamma / (std + epsilon) is one multiplier per group.
             scale = gamma / (std + self.epsilon)
             logits = centered * scale + beta
@@ -253,6 +259,7 @@ class SpatialGroupEnhance(keras.layers.Layer):
         return _Forward(
             features=features,
             positions=positions,
+            divisor=divisor,
             mean=mean,
             similarity=similarity,
             gamma=gamma,
@@ -260,7 +267,6 @@ class SpatialGroupEnhance(keras.layers.Layer):
             centered=centered,
             std=std,
             scale=scale,
-            divisor=divisor,
         )
 
     def _mean_over_positions(self, tensor, positions):
@@ -301,15 +307,9 @@ class SpatialGroupEnhance(keras.layers.Layer):
             d_scale = ops.sum(d_logits * centered, axis=spatial_axis, keepdims=True)
             d_gamma = ops.sum(d_scale / (std + self.epsilon), axis=0)
             d_std = -d_scale * scale / (std + self.epsilon)
-            # std = sqrt(sum(centered^2) / divisor): d std / d centered =
-            # centered / (divisor * std), taken as 0 where std is 0.
-            positive = ops.greater(std, 0.0)
-            d_std_per_centered = ops.where(
-                positive,
-                d_std / (saved.divisor * ops.where(positive, std, 1.0)),
-                0.0,
-            )
-            d_centered = d_logits * scale + centered * d_std_per_centered
+            # std = sqrt(sum(centered^2) / divisor + floor): d std / d centered
+            # = centered / (divisor * std); the floor keeps std > 0.
+            d_centered = d_logits * scale + centered * (d_std / (saved.divisor * std))
             d_similarity = d_centered - self._mean_over_positions(
                 d_centered, saved.positions
             )

@@ -57,6 +57,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--torch-compile", action="store_true")
     parser.add_argument("--warmup", type=int)
     parser.add_argument("--repeats", type=int)
+    parser.add_argument(
+        "--min-seconds", type=float, default=0.0,
+        help="keep repeating each measurement until this many seconds have "
+        "passed (steadier medians on GPUs, whose clocks ramp up under load)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--timeout", type=float, default=3600.0,
@@ -83,6 +88,7 @@ def main(argv=None) -> int:
         data_format=args.data_format, layer_only=args.layer_only,
         training=not args.no_training, torch_reference=not args.no_torch_reference,
         torch_compile=args.torch_compile, seed=args.seed, timeout=args.timeout,
+        min_seconds=args.min_seconds,
         **overrides,
     )
     try:

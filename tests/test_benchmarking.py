@@ -139,6 +139,7 @@ def test_resolve_data_format():
         (dict(image_size=16), "image_size"),
         (dict(depth=20), "depth"),
         (dict(timeout=0), "timeout"),
+        (dict(min_seconds=-1), "min_seconds"),
     ],
 )
 def test_compare_config_rejects_bad_settings(tmp_path, kwargs, message):
@@ -231,6 +232,7 @@ def test_compare_backends_program_quick_layer_only(tmp_path):
         sys.executable, os.path.join(REPO, "applications", "compare_backends.py"),
         "--quick", "--layer-only", "--output-dir", str(out),
         "--layer-shape", "2", "8", "8", "64", "--warmup", "1", "--repeats", "1",
+        "--min-seconds", "0.01", "--timeout", "300",
     ]
     process = subprocess.run(
         command, env=subprocess_env("tensorflow"), capture_output=True, text=True,
@@ -242,6 +244,7 @@ def test_compare_backends_program_quick_layer_only(tmp_path):
     assert (out / "comparison.png").stat().st_size > 0
     assert [r["status"] for r in report["results"]] == ["ok"] * 3, report["results"]
     assert report["agreement"]["reference_backend"] == "tensorflow"
+    assert (report["config"]["min_seconds"], report["config"]["timeout"]) == (0.01, 300)
     for result in report["results"]:
         assert report["agreement"][result["backend"]]["layer"]["max_abs_diff"] < 1e-5
         assert result["layer"]["input_shape"] in ([2, 8, 8, 64], [2, 64, 8, 8])

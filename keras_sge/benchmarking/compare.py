@@ -109,6 +109,10 @@ class CompareConfig:
             )
         if self.repeats < 1:
             raise ValueError(f"`repeats` must be >= 1. Received: {self.repeats}")
+        if self.min_seconds < 0:
+            raise ValueError(
+                f"`min_seconds` must be >= 0. Received: {self.min_seconds}"
+            )
         if not self.timeout > 0:
             raise ValueError(
                 f"`timeout` must be a positive number of seconds. Received: {self.timeout}"

@@ -66,15 +66,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int)
     parser.add_argument("--repeats", type=int)
     parser.add_argument(
-        "--min-seconds", type=float, default=0.0,
+        "--min-seconds", type=float,
         help="keep repeating each measurement until this many seconds have "
         "passed (steadier medians on GPUs, whose clocks ramp up under load)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--timeout", type=float, default=3600.0,
-        help="seconds each backend's process may run; one that runs longer is "
-        "reported as timed out and the others still run",
+        "--timeout", type=float,
+        help="seconds each backend's process may run (default: an hour); one "
+        "that runs longer is reported as timed out and the others still run",
     )
     return parser.parse_args(argv)
 
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
         for key, value in dict(
             layer_shape=args.layer_shape, batch_size=args.batch_size,
             image_size=args.image_size, depth=args.depth, warmup=args.warmup,
-            repeats=args.repeats,
+            repeats=args.repeats, min_seconds=args.min_seconds, timeout=args.timeout,
         ).items()
         if value is not None
     }
@@ -95,9 +95,7 @@ def main(argv=None) -> int:
         classes=args.classes, mixed_precision=args.mixed_precision,
         data_format=args.data_format, layer_only=args.layer_only,
         training=not args.no_training, torch_reference=not args.no_torch_reference,
-        torch_compile=args.torch_compile, seed=args.seed, timeout=args.timeout,
-        min_seconds=args.min_seconds,
-        **overrides,
+        torch_compile=args.torch_compile, seed=args.seed, **overrides,
     )
     try:
         if args.quick:

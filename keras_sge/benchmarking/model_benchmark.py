@@ -118,15 +118,15 @@ def benchmark_torch_module(
 
     if device is not None:
         module.to(device)
-    device = next(module.parameters()).device
-    x = torch.as_tensor(images, device=device)
-    y = torch.as_tensor(labels, dtype=torch.long, device=device)
+    placement = next(module.parameters()).device
+    x = torch.as_tensor(images, device=placement)
+    y = torch.as_tensor(labels, dtype=torch.long, device=placement)
     batch = int(x.shape[0])
 
     def precision():
         if autocast_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device.type, dtype=getattr(torch, autocast_dtype))
+        return torch.autocast(placement.type, dtype=getattr(torch, autocast_dtype))
 
     def infer(x):
         with torch.inference_mode(), precision():
@@ -135,7 +135,7 @@ def benchmark_torch_module(
     def sync_after(fn):
         def wrapped(*args):
             out = fn(*args)
-            if device.type == "cuda":
+            if placement.type == "cuda":
                 torch.cuda.synchronize()
             return out
 
@@ -153,7 +153,7 @@ def benchmark_torch_module(
         optimizer = torch.optim.SGD(module.parameters(), lr=0.01, momentum=0.9)
         loss_fn = torch.nn.CrossEntropyLoss()
         scaler = torch.amp.GradScaler(
-            device.type, enabled=autocast_dtype == "float16"
+            placement.type, enabled=autocast_dtype == "float16"
         )
 
         def train_step(x, y):

@@ -8,20 +8,21 @@ import keras
 from keras import constraints, initializers, ops, regularizers
 
 _DATA_FORMATS = ("channels_last", "channels_first")
-# Up to this many groups, channels_last computes the similarity with one
-# block-diagonal matmul (see `_channels_last_similarity`).
-_BLOCK_MATMUL_MAX_GROUPS = 64
 # Added to the variance under the square root, so that the std's slope stays
 # finite where the variance is 0 (one position, a constant map). It leaves
 # every float32 variance above about 2e-23 unchanged.
 _VARIANCE_FLOOR = 1e-30
+# Up to this many groups, channels_last on torch computes the similarity with
+# one block-diagonal matmul (see `_channels_last_similarity`).
+_BLOCK_MATMUL_MAX_GROUPS = 64
 
 
 class _Forward(NamedTuple):
     """What the forward pass keeps for the hand-written backward pass.
 
-    Tensors are float32 in the grouped view; per-position ones have the
-    gate's shape. The last three exist only with `normalize=True`.
+    Tensors are float32. Per-position ones have the gate's shape, `(N, P, G)`
+    or `(N, G, P)`; per-group statistics keep a size-1 position axis. The
+    last three exist only with `normalize=True`.
     """
 
     features: Any  # x, (N, P, G, C/G) or (N, G, C/G, P)
@@ -29,7 +30,7 @@ class _Forward(NamedTuple):
     divisor: Any  # max(P - 1, 1) of the unbiased variance, like `positions`
     mean: Any  # g, the group means
     similarity: Any  # s = <x, g>
-    gamma: Any  # reshaped to broadcast over the gate
+    gamma: Any  # (G,) or (G, 1), to broadcast over the gate
     gate: Any  # sigmoid of the logits
     centered: Any = None  # s - mean_p(s)
     std: Any = None  # unbiased std of s over positions
@@ -142,11 +143,14 @@ class SpatialGroupEnhance(keras.layers.Layer):
         # to the compute dtype at the end.
         self.autocast = False
         self._channel_axis = -1 if data_format == "channels_last" else 1
-        # Axes of the grouped view (see `_grouped`).
+        # Axes of the grouped view (see `_grouped`), and the position axis
+        # of the per-position tensors (the gate's shape, see `_forward`).
         if data_format == "channels_last":
             self._grouped_spatial_axis, self._grouped_channel_axis = 1, 3
+            self._gate_position_axis = 1
         else:
             self._grouped_spatial_axis, self._grouped_channel_axis = 3, 2
+            self._gate_position_axis = 2
 
     def build(self, input_shape):
         if len(input_shape) != 4:
@@ -206,14 +210,16 @@ class SpatialGroupEnhance(keras.layers.Layer):
     def _forward(self, features, positions, gamma, beta):
         """Steps 1-4 on the float32 grouped view.
 
-        Every per-position quantity has the gate's shape, `(N, P, G, 1)` or
-        `(N, G, 1, P)`, so that it broadcasts against the grouped view.
+        Every per-position quantity has the gate's shape, `(N, P, G)` or
+        `(N, G, P)`, with no size-1 axis: XLA:CPU's YNNPACK fusions reduce a
+        product over positions about 25 times slower when a size-1 channel
+        axis trails it (docs/performance.md). `_per_channel` broadcasts them
+        against the grouped view.
 
         Returns:
             A `_Forward` holding the gate and what the backward pass needs.
         """
-        spatial_axis = self._grouped_spatial_axis
-        channels_last = self.data_format == "channels_last"
+        position_axis = self._gate_position_axis
         # A static P stays a Python number: on torch, turning a Python
         # scalar into a GPU tensor is a host-to-device copy that waits for
         # the device, so the statistics use no such scalars at all.
@@ -224,30 +230,32 @@ class SpatialGroupEnhance(keras.layers.Layer):
             positions = ops.cast(positions, "float32")
             divisor = ops.maximum(positions - 1.0, 1.0)
         # Step 1: the group means g, (N, 1, G, C/G) or (N, G, C/G, 1).
-        mean = self._mean_over_positions(features, positions)
-        # Step 2: the similarity s = <x, g> of every position, computed as a
-        # contraction so that x * g is never stored.
-        if channels_last:
-            similarity = ops.expand_dims(
-                self._channels_last_similarity(features, mean), -1
-            )
+        mean = self._mean_over_positions(
+            features, positions, self._grouped_spatial_axis
+        )
+        # Step 2: the similarity s = <x, g> of every position.
+        if self.data_format == "channels_last":
+            similarity = self._channels_last_similarity(features, mean)
         else:
             # A batched (1 x C/G) @ (C/G x P) product: no transpose needed.
-            similarity = ops.matmul(ops.swapaxes(mean, 2, 3), features)
-        # gamma and beta broadcast over the gate's shape.
-        param_shape = (self.groups, 1) if channels_last else (self.groups, 1, 1)
-        gamma = ops.reshape(gamma, param_shape)
-        beta = ops.reshape(beta, param_shape)
+            similarity = ops.squeeze(
+                ops.matmul(ops.swapaxes(mean, 2, 3), features), axis=2
+            )
+            # gamma and beta broadcast over the gate's shape, (N, G, P).
+            gamma = ops.expand_dims(gamma, -1)
+            beta = ops.expand_dims(beta, -1)
         centered = std = scale = None
         if self.normalize:
             # Step 3. (The mean of s equals <g, g> in exact arithmetic, but
             # with few positions the rounding of that shortcut is not
             # cancelled out, so it is taken from s itself.)
-            centered = similarity - self._mean_over_positions(similarity, positions)
+            centered = similarity - self._mean_over_positions(
+                similarity, positions, position_axis
+            )
             # Unbiased variance, as torch.std. With a single position the
             # centred values are exactly 0, so any positive divisor gives t=0.
             variance = (
-                ops.sum(ops.square(centered), axis=spatial_axis, keepdims=True)
+                ops.sum(ops.square(centered), axis=position_axis, keepdims=True)
                 / divisor
             )
             std = ops.sqrt(variance + _VARIANCE_FLOOR)
@@ -269,16 +277,20 @@ class SpatialGroupEnhance(keras.layers.Layer):
             scale=scale,
         )
 
-    def _mean_over_positions(self, tensor, positions):
-        """The mean over the grouped view's spatial axis, kept as a size-1 axis.
+    def _per_channel(self, tensor):
+        """Broadcasts a per-position tensor against the grouped view."""
+        return ops.expand_dims(tensor, self._grouped_channel_axis)
+
+    @staticmethod
+    def _mean_over_positions(tensor, positions, axis):
+        """The mean over the position axis `axis`, kept as a size-1 axis.
 
         Taken as a sum divided afterwards: torch's autograd of a mean divides
         an input-sized broadcast gradient element by element, that of a sum
         only expands it (forward+backward 20-25 % faster on torch;
         docs/performance.md).
         """
-        total = ops.sum(tensor, axis=self._grouped_spatial_axis, keepdims=True)
-        return total / positions
+        return ops.sum(tensor, axis=axis, keepdims=True) / positions
 
     def _backward(self, upstream, saved):
         """The vector-Jacobian product of `_enhance`, by hand.
@@ -294,27 +306,30 @@ class SpatialGroupEnhance(keras.layers.Layer):
             dx (float32, grouped view), d_gamma and d_beta (each `(groups,)`).
         """
         features, gate = saved.features, saved.gate
-        spatial_axis = self._grouped_spatial_axis
-        channel_axis = self._grouped_channel_axis
-        batch_and_space = (0, spatial_axis)
+        position_axis = self._gate_position_axis
+        batch_and_positions = (0, position_axis)
         # y = x * a: the gate's cotangent, then the logits' (sigmoid').
-        d_gate = ops.sum(upstream * features, axis=channel_axis, keepdims=True)
+        # (This pass runs on TensorFlow and JAX only; see `call`.)
+        if self.data_format == "channels_last":
+            d_gate = _dot_over_last_axis(upstream, features)
+        else:
+            d_gate = ops.sum(upstream * features, axis=self._grouped_channel_axis)
         d_logits = d_gate * gate * (1.0 - gate)
-        d_beta = ops.sum(d_logits, axis=batch_and_space)
+        d_beta = ops.sum(d_logits, axis=batch_and_positions)
         if self.normalize:
             centered, std, scale = saved.centered, saved.std, saved.scale
             # logits = centered * scale + beta, scale = gamma / (std + eps).
-            d_scale = ops.sum(d_logits * centered, axis=spatial_axis, keepdims=True)
+            d_scale = ops.sum(d_logits * centered, axis=position_axis, keepdims=True)
             d_gamma = ops.sum(d_scale / (std + self.epsilon), axis=0)
             d_std = -d_scale * scale / (std + self.epsilon)
             # std = sqrt(sum(centered^2) / divisor + floor): d std / d centered
             # = centered / (divisor * std); the floor keeps std > 0.
             d_centered = d_logits * scale + centered * (d_std / (saved.divisor * std))
             d_similarity = d_centered - self._mean_over_positions(
-                d_centered, saved.positions
+                d_centered, saved.positions, position_axis
             )
         else:
-            d_gamma = ops.sum(d_logits * saved.similarity, axis=batch_and_space)
+            d_gamma = ops.sum(d_logits * saved.similarity, axis=batch_and_positions)
             d_similarity = d_logits * saved.gamma
         # s = <x, g> with g = mean(x): x receives d_s * g directly and
         # d_g / P through the mean, where d_g = sum_p d_s * x is a
@@ -322,33 +337,41 @@ class SpatialGroupEnhance(keras.layers.Layer):
         # the element-wise dx below and recomputed per element by XLA).
         if self.data_format == "channels_last":
             d_mean = ops.expand_dims(
-                ops.einsum("npgc,npg->ngc", features, ops.squeeze(d_similarity, -1)),
-                1,
+                ops.einsum("npgc,npg->ngc", features, d_similarity), 1
             )
         else:
-            d_mean = ops.matmul(features, ops.swapaxes(d_similarity, 2, 3))
-        dx = upstream * gate + d_similarity * saved.mean + d_mean / saved.positions
+            d_mean = ops.matmul(features, ops.expand_dims(d_similarity, -1))
+        dx = (
+            upstream * self._per_channel(gate)
+            + self._per_channel(d_similarity) * saved.mean
+            + d_mean / saved.positions
+        )
         return dx, ops.reshape(d_gamma, (-1,)), ops.reshape(d_beta, (-1,))
 
     def _channels_last_similarity(self, features, mean):
         """Computes s (N, P, G) from features (N, P, G, C/G) and g (N, 1, G, C/G).
 
-        For up to `_BLOCK_MATMUL_MAX_GROUPS` groups, s is one batched matmul
-        of the (N, P, C) features with the block-diagonal (C, G) matrix that
-        holds each group's mean in its rows: it reads x once, in its own
-        layout (an einsum over the group axis in the middle would transpose
-        x first). Beyond that the G-fold extra multiplications of the block
-        matrix would cost more than a fused multiply-and-sum.
+        Both forms read x once, in its own layout. On TensorFlow and JAX it is
+        `x * g` summed over each group's channels by halving, fused by XLA
+        into one loop (`_dot_over_last_axis`). On torch, where every op is a
+        kernel of its own and autograd of the slices writes zero-padded
+        input-sized gradients, it is one batched matmul of the (N, P, C)
+        features with the block-diagonal (C, G) matrix that holds each
+        group's mean in its rows; beyond `_BLOCK_MATMUL_MAX_GROUPS` groups
+        the G-fold extra multiplications of that matrix would cost more than
+        a multiply-and-sum.
         """
-        num_positions = ops.shape(features)[1]
-        groups, per_group = self.groups, features.shape[-1]
-        channels = groups * per_group
-        if groups > _BLOCK_MATMUL_MAX_GROUPS:
+        if keras.backend.backend() != "torch":
+            return _dot_over_last_axis(features, mean)
+        if self.groups > _BLOCK_MATMUL_MAX_GROUPS:
             return ops.sum(features * mean, axis=-1)
+        num_positions = ops.shape(features)[1]
+        per_group = features.shape[-1]
+        channels = self.groups * per_group
         indicator = ops.cast(
             ops.equal(
                 ops.expand_dims(ops.arange(channels) // per_group, 1),
-                ops.expand_dims(ops.arange(groups), 0),
+                ops.expand_dims(ops.arange(self.groups), 0),
             ),
             "float32",
         )  # (C, G): 1 where channel c belongs to group k
@@ -370,11 +393,10 @@ class SpatialGroupEnhance(keras.layers.Layer):
         if not self.built:
             self.build(tuple(inputs.shape))
         _, saved = self._gate(inputs, *self._float32_weights())
-        gate = saved.gate
         shape = ops.shape(inputs)
         if self.data_format == "channels_last":
-            return ops.reshape(gate, (-1, shape[1], shape[2], self.groups))
-        return ops.reshape(gate, (-1, self.groups, shape[2], shape[3]))
+            return ops.reshape(saved.gate, (-1, shape[1], shape[2], self.groups))
+        return ops.reshape(saved.gate, (-1, self.groups, shape[2], shape[3]))
 
     def _float32_weights(self):
         return ops.cast(self.gamma, "float32"), ops.cast(self.beta, "float32")
@@ -388,7 +410,7 @@ class SpatialGroupEnhance(keras.layers.Layer):
     def _enhance(self, inputs, gamma, beta):
         """Returns `x * gate` and the `_Forward` its backward pass needs."""
         grouped, saved = self._gate(inputs, gamma, beta)
-        gate = ops.cast(saved.gate, grouped.dtype)
+        gate = ops.cast(self._per_channel(saved.gate), grouped.dtype)
         return ops.reshape(grouped * gate, ops.shape(inputs)), saved
 
     def call(self, inputs):
@@ -447,3 +469,35 @@ class SpatialGroupEnhance(keras.layers.Layer):
             }
         )
         return config
+
+
+def _dot_over_last_axis(a, b):
+    """`sum(a * b, axis=-1)` by repeated halving, for a short last axis.
+
+    The first step multiplies and adds the two halves of the axis, each
+    later step adds the halves of the result; an odd middle element is set
+    aside and added at the end. XLA fuses the slices, products and additions
+    into one element-wise loop that reads `a` and `b` once. XLA:CPU's
+    YNNPACK fusions run the plain `sum` over a short last axis 5-30 times
+    slower, and fuse a separate product `a * b` into a neighbouring reduction
+    and store it (docs/performance.md).
+    """
+
+    def product(start, stop):
+        return a[..., start:stop] * b[..., start:stop]
+
+    size = a.shape[-1]
+    half = size // 2
+    # The first step multiplies as it folds, so that a * b is never stored.
+    total = product(0, half) + product(size - half, size) if half else product(0, 1)
+    remainder = product(half, half + 1) if half and size % 2 else None
+    while total.shape[-1] > 1:
+        size = total.shape[-1]
+        half = size // 2
+        if size % 2:
+            middle = total[..., half : half + 1]
+            remainder = middle if remainder is None else remainder + middle
+        total = total[..., :half] + total[..., size - half :]
+    if remainder is not None:
+        total = total + remainder
+    return ops.squeeze(total, axis=-1)

@@ -361,7 +361,7 @@ class SpatialGroupEnhance(keras.layers.Layer):
         the G-fold extra multiplications of that matrix would cost more than
         a multiply-and-sum.
         """
-        if keras.backend.backend() != "torch":
+        if not _runs_op_by_op():
             return _dot_over_last_axis(features, mean)
         if self.groups > _BLOCK_MATMUL_MAX_GROUPS:
             return ops.sum(features * mean, axis=-1)
@@ -415,7 +415,7 @@ class SpatialGroupEnhance(keras.layers.Layer):
 
     def call(self, inputs):
         gamma, beta = self._float32_weights()
-        if keras.backend.backend() == "torch":
+        if _runs_op_by_op():
             # Eager autograd of the forward pass measured faster on torch
             # than the hand-written backward (docs/performance.md).
             outputs, _ = self._enhance(inputs, gamma, beta)
@@ -471,33 +471,45 @@ class SpatialGroupEnhance(keras.layers.Layer):
         return config
 
 
+def _runs_op_by_op() -> bool:
+    """Whether every `keras.ops` call runs as a kernel of its own.
+
+    So it is on torch, where Keras runs layers eagerly; TensorFlow and JAX
+    compile the layer with XLA, which fuses element-wise ops into loops. The
+    layer picks its similarity and its backward pass by this
+    (docs/performance.md).
+    """
+    return keras.backend.backend() == "torch"
+
+
 def _dot_over_last_axis(a, b):
     """`sum(a * b, axis=-1)` by repeated halving, for a short last axis.
 
-    The first step multiplies and adds the two halves of the axis, each
-    later step adds the halves of the result; an odd middle element is set
-    aside and added at the end. XLA fuses the slices, products and additions
-    into one element-wise loop that reads `a` and `b` once. XLA:CPU's
-    YNNPACK fusions run the plain `sum` over a short last axis 5-30 times
-    slower, and fuse a separate product `a * b` into a neighbouring reduction
-    and store it (docs/performance.md).
+    Each step adds the first half of the axis to the second; an odd middle
+    element is set aside and added at the end. The first step multiplies the
+    halves as it adds them, so that `a * b` is never stored. XLA fuses the
+    slices, products and additions into one element-wise loop that reads `a`
+    and `b` once. XLA:CPU's YNNPACK fusions run the plain `sum` over a short
+    last axis 5-30 times slower, and fuse a separate product `a * b` into a
+    neighbouring reduction and store it (docs/performance.md).
     """
 
-    def product(start, stop):
-        return a[..., start:stop] * b[..., start:stop]
+    size, total, remainder = a.shape[-1], None, None
 
-    size = a.shape[-1]
-    half = size // 2
-    # The first step multiplies as it folds, so that a * b is never stored.
-    total = product(0, half) + product(size - half, size) if half else product(0, 1)
-    remainder = product(half, half + 1) if half and size % 2 else None
-    while total.shape[-1] > 1:
-        size = total.shape[-1]
+    def part(start, stop):
+        # A slice of a * b before the first step, of the running sum after.
+        if total is None:
+            return a[..., start:stop] * b[..., start:stop]
+        return total[..., start:stop]
+
+    while size > 1:
         half = size // 2
         if size % 2:
-            middle = total[..., half : half + 1]
+            middle = part(half, half + 1)
             remainder = middle if remainder is None else remainder + middle
-        total = total[..., :half] + total[..., size - half :]
+        total = part(0, half) + part(size - half, size)
+        size = half
+    total = part(0, 1)
     if remainder is not None:
         total = total + remainder
     return ops.squeeze(total, axis=-1)

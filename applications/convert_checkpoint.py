@@ -15,21 +15,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-BUILDERS = {
-    "sge_resnet18": "SGEResNet18",
-    "sge_resnet34": "SGEResNet34",
-    "sge_resnet50": "SGEResNet50",
-    "sge_resnet101": "SGEResNet101",
-    "resnet18": "ResNet18",
-    "resnet34": "ResNet34",
-    "resnet50": "ResNet50",
-    "resnet101": "ResNet101",
-}
+from keras_sge.applications import MODELS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, choices=sorted(BUILDERS))
+    parser.add_argument("--model", required=True, choices=list(MODELS))
     parser.add_argument("--input", required=True, help="PyTorch checkpoint (.pth, .pth.tar, .pt)")
     parser.add_argument("--output", required=True, help="output path ending in .keras or .weights.h5")
     parser.add_argument("--classes", type=int, default=1000, help="classes of the checkpoint's fc head")
@@ -49,9 +40,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import keras
 
-    from keras_sge import applications
-
-    builder = getattr(applications, BUILDERS[args.model])
+    builder = MODELS[args.model].builder
     size = args.image_size
     if keras.config.image_data_format() == "channels_first":
         input_shape = (3, size, size)

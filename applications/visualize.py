@@ -25,7 +25,7 @@ import numpy as np
 import keras_sge  # noqa: F401  (registers the layer for loading)
 from keras_sge import applications, data, visualization
 
-BUILDERS = {"sge_resnet50": applications.SGEResNet50, "sge_resnet101": applications.SGEResNet101}
+BUILDERS = {name: spec.builder for name, spec in applications.MODELS.items() if spec.attention}
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -246,3 +246,40 @@ def test_channels_first_model():
     assert tuple(outputs["C5"].shape) == (1, 512, 2, 1)
     top = applications.SGEResNet18(classes=7)
     assert top.input.shape == (None, 3, 224, 224)
+
+
+def test_registry_lists_every_builder_with_its_parameter_count():
+    # The paper's counts are checked against built models above; here the
+    # registry's own numbers (used by the programs) must agree with the
+    # builders it names, for the depths cheap enough to build here.
+    assert sorted(applications.MODELS) == sorted(
+        f"{prefix}resnet{depth}" for prefix in ("", "sge_") for depth in (18, 34, 50, 101)
+    )
+    for name, spec in applications.MODELS.items():
+        assert spec.builder.__name__ == ("SGE" if spec.attention else "") + f"ResNet{spec.depth}"
+        assert spec.builder.__doc__ and spec.builder.__name__ in spec.builder.__doc__
+        if spec.depth <= 34:
+            assert _trainable_count(spec.builder()) == spec.params, name
+    assert applications.MODELS["sge_resnet50"].params == 25_559_080
+    assert applications.MODELS["resnet101"].params == 44_549_160
+    with pytest.raises(ValueError, match="Unknown model 'sge_resnet52'"):
+        applications.model_spec("sge_resnet52")
+
+
+def test_create_model_builds_by_name_or_loads_a_keras_file(tmp_path):
+    built = applications.create_model("sge_resnet18", input_shape=(32, 32, 3), classes=3)
+    assert built.name == "sge_resnet18" and built.output.shape == (None, 3)
+    weights = str(tmp_path / "w.weights.h5")
+    built.save_weights(weights)
+    saved = str(tmp_path / "m.keras")
+    built.save(saved)
+    again = applications.create_model("sge_resnet18", weights, input_shape=(32, 32, 3), classes=3)
+    loaded = applications.create_model(saved)
+    images = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
+    expected = built.predict(images, verbose=0)
+    np.testing.assert_allclose(again.predict(images, verbose=0), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="model name"):
+        applications.create_model(str(tmp_path / "m.h5"))
+    with pytest.raises(FileNotFoundError, match="missing.keras"):
+        applications.create_model(str(tmp_path / "missing.keras"))

@@ -1,7 +1,9 @@
 """SGE-ResNet and ResNet baselines, preprocessing and checkpoint loading."""
 
 from keras_sge.applications.checkpoint import load_pytorch_checkpoint
+from keras_sge.applications.loading import create_model
 from keras_sge.applications.preprocessing import preprocess_input
+from keras_sge.applications.registry import MODELS, ModelSpec, model_spec
 from keras_sge.applications.resnet import (
     ResNet18,
     ResNet34,
@@ -12,10 +14,13 @@ from keras_sge.applications.resnet import (
     SGEResNet50,
     SGEResNet101,
     build_resnet,
+    load_weights,
     pyramid_outputs,
 )
 
 __all__ = [
+    "MODELS",
+    "ModelSpec",
     "ResNet18",
     "ResNet34",
     "ResNet50",
@@ -25,7 +30,10 @@ __all__ = [
     "SGEResNet50",
     "SGEResNet101",
     "build_resnet",
+    "create_model",
     "load_pytorch_checkpoint",
+    "load_weights",
+    "model_spec",
     "preprocess_input",
     "pyramid_outputs",
 ]

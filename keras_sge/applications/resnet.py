@@ -263,7 +263,7 @@ def build_resnet(
         )
     kind, blocks_per_stage = _ARCHITECTURES[depth]
     expansion = _EXPANSION[kind]
-    weights_kind = _weights_kind(weights)
+    _weights_kind(weights)  # fail before building
     if pooling not in (None, "avg", "max"):
         raise ValueError(
             "`pooling` must be one of None, 'avg' or 'max'. "
@@ -343,13 +343,29 @@ def build_resnet(
         model_inputs = inputs
     model = keras.Model(model_inputs, x, name=name)
 
-    if weights_kind == "keras":
+    if weights is not None:
+        load_weights(model, weights)
+    return model
+
+
+def load_weights(model: keras.Model, weights: str | os.PathLike) -> None:
+    """Loads a Keras `.weights.h5` file or an authors' PyTorch checkpoint.
+
+    Args:
+        model: A model built by `keras_sge.applications`.
+        weights: The file; PyTorch checkpoints (`.pth`, `.pth.tar`, `.pt`,
+            `.tar`) go through `load_pytorch_checkpoint`.
+
+    Example:
+
+    >>> keras_sge.applications.load_weights(model, "sge_resnet50.pth.tar")
+    """
+    if _weights_kind(weights) == "keras":
         model.load_weights(os.fspath(weights))
-    elif weights_kind == "pytorch":
+    else:
         from keras_sge.applications.checkpoint import load_pytorch_checkpoint
 
         load_pytorch_checkpoint(model, weights)
-    return model
 
 
 def pyramid_outputs(model: keras.Model) -> dict:
@@ -447,83 +463,170 @@ _SGE_ARGS = """
             e.g. `{"normalize": False}` for ablations."""
 
 
-def _make_builders(depth: int):
+def SGEResNet18(
+    include_top: bool = True,
+    weights: str | os.PathLike | None = None,
+    input_tensor=None,
+    input_shape: tuple | None = None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation="softmax",
+    name: str = "sge_resnet18",
+    groups: int = 64,
+    sge_options: dict | None = None,
+) -> keras.Model:
+    return build_resnet(
+        18, True, include_top, weights, input_tensor, input_shape, pooling,
+        classes, classifier_activation, name, groups, sge_options,
+    )
+
+
+def ResNet18(
+    include_top: bool = True,
+    weights: str | os.PathLike | None = None,
+    input_tensor=None,
+    input_shape: tuple | None = None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation="softmax",
+    name: str = "resnet18",
+) -> keras.Model:
+    return build_resnet(
+        18, False, include_top, weights, input_tensor, input_shape, pooling,
+        classes, classifier_activation, name,
+    )
+
+
+def SGEResNet34(
+    include_top: bool = True,
+    weights: str | os.PathLike | None = None,
+    input_tensor=None,
+    input_shape: tuple | None = None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation="softmax",
+    name: str = "sge_resnet34",
+    groups: int = 64,
+    sge_options: dict | None = None,
+) -> keras.Model:
+    return build_resnet(
+        34, True, include_top, weights, input_tensor, input_shape, pooling,
+        classes, classifier_activation, name, groups, sge_options,
+    )
+
+
+def ResNet34(
+    include_top: bool = True,
+    weights: str | os.PathLike | None = None,
+    input_tensor=None,
+    input_shape: tuple | None = None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation="softmax",
+    name: str = "resnet34",
+) -> keras.Model:
+    return build_resnet(
+        34, False, include_top, weights, input_tensor, input_shape, pooling,
+        classes, classifier_activation, name,
+    )
+
+
+def SGEResNet50(
+    include_top: bool = True,
+    weights: str | os.PathLike | None = None,
+    input_tensor=None,
+    input_shape: tuple | None = None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation="softmax",
+    name: str = "sge_resnet50",
+    groups: int = 64,
+    sge_options: dict | None = None,
+) -> keras.Model:
+    return build_resnet(
+        50, True, include_top, weights, input_tensor, input_shape, pooling,
+        classes, classifier_activation, name, groups, sge_options,
+    )
+
+
+def ResNet50(
+    include_top: bool = True,
+    weights: str | os.PathLike | None = None,
+    input_tensor=None,
+    input_shape: tuple | None = None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation="softmax",
+    name: str = "resnet50",
+) -> keras.Model:
+    return build_resnet(
+        50, False, include_top, weights, input_tensor, input_shape, pooling,
+        classes, classifier_activation, name,
+    )
+
+
+def SGEResNet101(
+    include_top: bool = True,
+    weights: str | os.PathLike | None = None,
+    input_tensor=None,
+    input_shape: tuple | None = None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation="softmax",
+    name: str = "sge_resnet101",
+    groups: int = 64,
+    sge_options: dict | None = None,
+) -> keras.Model:
+    return build_resnet(
+        101, True, include_top, weights, input_tensor, input_shape, pooling,
+        classes, classifier_activation, name, groups, sge_options,
+    )
+
+
+def ResNet101(
+    include_top: bool = True,
+    weights: str | os.PathLike | None = None,
+    input_tensor=None,
+    input_shape: tuple | None = None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation="softmax",
+    name: str = "resnet101",
+) -> keras.Model:
+    return build_resnet(
+        101, False, include_top, weights, input_tensor, input_shape, pooling,
+        classes, classifier_activation, name,
+    )
+
+
+def _builder_doc(depth: int, attention: bool) -> str:
     stride_conv = "3x3 convolution" if depth >= 50 else "first 3x3 convolution"
-
-    def sge_builder(
-        include_top: bool = True,
-        weights: str | os.PathLike | None = None,
-        input_tensor=None,
-        input_shape: tuple | None = None,
-        pooling: str | None = None,
-        classes: int = 1000,
-        classifier_activation="softmax",
-        name: str = f"sge_resnet{depth}",
-        groups: int = 64,
-        sge_options: dict | None = None,
-    ) -> keras.Model:
-        return build_resnet(
-            depth,
-            True,
-            include_top=include_top,
-            weights=weights,
-            input_tensor=input_tensor,
-            input_shape=input_shape,
-            pooling=pooling,
-            classes=classes,
-            classifier_activation=classifier_activation,
-            name=name,
-            groups=groups,
-            sge_options=sge_options,
-        )
-
-    def plain_builder(
-        include_top: bool = True,
-        weights: str | os.PathLike | None = None,
-        input_tensor=None,
-        input_shape: tuple | None = None,
-        pooling: str | None = None,
-        classes: int = 1000,
-        classifier_activation="softmax",
-        name: str = f"resnet{depth}",
-    ) -> keras.Model:
-        return build_resnet(
-            depth,
-            False,
-            include_top=include_top,
-            weights=weights,
-            input_tensor=input_tensor,
-            input_shape=input_shape,
-            pooling=pooling,
-            classes=classes,
-            classifier_activation=classifier_activation,
-            name=name,
-        )
-
-    sge_builder.__name__ = sge_builder.__qualname__ = f"SGEResNet{depth}"
-    plain_builder.__name__ = plain_builder.__qualname__ = f"ResNet{depth}"
-    sge_builder.__doc__ = _BUILDER_DOC.format(
-        title=f"SGE-ResNet{depth}",
-        paper=' of "Spatial Group-wise Enhance" (Li, Hu & Yang, 2019)',
+    prefix = "SGE" if attention else ""
+    if attention:
+        paper = ' of "Spatial Group-wise Enhance" (Li, Hu & Yang, 2019)'
+    else:
+        paper = ", the baseline of the SGE paper (the SGE-ResNet without SGE)"
+    return _BUILDER_DOC.format(
+        title=f"{prefix}{'-' if attention else ''}ResNet{depth}",
+        paper=paper,
         keras_name=f"ResNet{depth}" if depth >= 50 else "ResNet50",
         stride_conv=stride_conv,
-        sge_text=_SGE_TEXT,
-        sge_args=_SGE_ARGS,
-        func=f"SGEResNet{depth}",
+        sge_text=_SGE_TEXT if attention else "",
+        sge_args=_SGE_ARGS if attention else "",
+        func=f"{prefix}ResNet{depth}",
     )
-    plain_builder.__doc__ = _BUILDER_DOC.format(
-        title=f"ResNet{depth}",
-        paper=", the baseline of the SGE paper (the SGE-ResNet without SGE)",
-        keras_name=f"ResNet{depth}" if depth >= 50 else "ResNet50",
-        stride_conv=stride_conv,
-        sge_text="",
-        sge_args="",
-        func=f"ResNet{depth}",
-    )
-    return sge_builder, plain_builder
 
 
-SGEResNet18, ResNet18 = _make_builders(18)
-SGEResNet34, ResNet34 = _make_builders(34)
-SGEResNet50, ResNet50 = _make_builders(50)
-SGEResNet101, ResNet101 = _make_builders(101)
+# One docstring for the eight builders, as keras.applications does.
+for _builder, _depth, _attention in (
+    (SGEResNet18, 18, True),
+    (ResNet18, 18, False),
+    (SGEResNet34, 34, True),
+    (ResNet34, 34, False),
+    (SGEResNet50, 50, True),
+    (ResNet50, 50, False),
+    (SGEResNet101, 101, True),
+    (ResNet101, 101, False),
+):
+    _builder.__doc__ = _builder_doc(_depth, _attention)
+del _builder, _depth, _attention

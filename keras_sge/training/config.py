@@ -6,16 +6,8 @@ import dataclasses
 import json
 from typing import Any
 
-MODELS = (
-    "sge_resnet50",
-    "sge_resnet101",
-    "resnet50",
-    "resnet101",
-    "sge_resnet18",
-    "sge_resnet34",
-    "resnet18",
-    "resnet34",
-)
+from keras_sge.applications.registry import MODELS
+
 MIXED_PRECISION = ("none", "bfloat16", "float16")
 SCHEDULES = ("step", "cosine")
 
@@ -189,8 +181,8 @@ class TrainConfig:
 
     def _validate(self) -> None:
         if self.model not in MODELS:
-            raise ValueError(f"Unknown model {self.model!r}; expected one of {MODELS}.")
-        if self.sge_options is not None and not self.model.startswith("sge_"):
+            raise ValueError(f"Unknown model {self.model!r}; expected one of {list(MODELS)}.")
+        if self.sge_options is not None and not MODELS[self.model].attention:
             raise ValueError(f"`sge_options` only applies to SGE models, not {self.model!r}.")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(

@@ -13,6 +13,7 @@ from typing import Any
 
 import keras
 
+from keras_sge.applications.registry import model_spec
 from keras_sge.training.callbacks import (
     LearningRateLogger,
     StopOnNonFiniteLoss,
@@ -28,17 +29,6 @@ from keras_sge.training.optimizers import SGDWithL2
 from keras_sge.training.schedules import make_schedule
 
 ModelFn = Callable[[tuple, int], keras.Model]
-
-_BUILDERS = {
-    "sge_resnet50": "SGEResNet50",
-    "sge_resnet101": "SGEResNet101",
-    "resnet50": "ResNet50",
-    "resnet101": "ResNet101",
-    "sge_resnet18": "SGEResNet18",
-    "sge_resnet34": "SGEResNet34",
-    "resnet18": "ResNet18",
-    "resnet34": "ResNet34",
-}
 
 
 class OutputPaths:
@@ -93,7 +83,7 @@ def build_model(
     """Builds an untrained classifier of `keras_sge.applications` by name.
 
     Args:
-        name: one of `keras_sge.training.MODELS` (e.g. `sge_resnet50`).
+        name: a key of `keras_sge.applications.MODELS` (e.g. `sge_resnet50`).
         input_shape: image shape in `keras.config.image_data_format()` layout.
         num_classes: size of the softmax head.
         groups: SGE groups (SGE models only).
@@ -102,14 +92,11 @@ def build_model(
     Returns:
         A `keras.Model` with a softmax head.
     """
-    from keras_sge import applications
-
-    if name not in _BUILDERS:
-        raise ValueError(f"Unknown model {name!r}; expected one of {sorted(_BUILDERS)}.")
+    spec = model_spec(name)
     kwargs: dict[str, Any] = {"weights": None, "input_shape": input_shape, "classes": num_classes}
-    if name.startswith("sge_"):
+    if spec.attention:
         kwargs.update(groups=groups, sge_options=sge_options)
-    return getattr(applications, _BUILDERS[name])(**kwargs)
+    return spec.builder(**kwargs)
 
 
 def accuracy_metrics(num_classes: int) -> list[keras.metrics.Metric]:

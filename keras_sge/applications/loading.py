@@ -1,0 +1,66 @@
+"""One way to get a model: a builder name or a `.keras` file, plus optional weights."""
+
+from __future__ import annotations
+
+import os
+
+import keras
+
+from keras_sge.applications.registry import MODELS, model_spec
+
+
+def create_model(
+    model: str | os.PathLike,
+    weights: str | os.PathLike | None = None,
+    *,
+    input_shape: tuple | None = None,
+    classes: int = 1000,
+    **builder_kwargs,
+) -> keras.Model:
+    """Builds a model by name, or loads a saved one, and optionally its weights.
+
+    This is what the programs' `--model` and `--weights` flags mean.
+
+    Args:
+        model: A name of `keras_sge.applications.MODELS` (e.g.
+            `"sge_resnet50"`), or the path of a `.keras` file (loaded with
+            Keras' default `safe_mode=True`, without its optimizer).
+        weights: Optional weights to load: an authors' PyTorch checkpoint
+            (`.pth`, `.pth.tar`, `.pt`, `.tar`) or a Keras `.weights.h5` file.
+        input_shape: Input shape of a built model (default: the builder's).
+        classes: Classifier width of a built model.
+        **builder_kwargs: Further builder arguments (e.g. `groups`,
+            `include_top`), for a built model only.
+
+    Returns:
+        A `keras.Model`, not compiled.
+
+    Example:
+
+    >>> model = keras_sge.applications.create_model(
+    ...     "sge_resnet50", weights="sge_resnet50.pth.tar")
+    >>> model = keras_sge.applications.create_model("runs/train/model.keras")
+    """
+    path = os.fspath(model)
+    if path in MODELS:
+        return model_spec(path).builder(
+            weights=weights, input_shape=input_shape, classes=classes, **builder_kwargs
+        )
+    if not path.endswith(".keras"):
+        raise ValueError(
+            f"`model` must be a model name ({', '.join(MODELS)}) or a .keras file. "
+            f"Received: model={path!r}"
+        )
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No .keras model file at {path!r}.")
+    if builder_kwargs or input_shape is not None:
+        raise ValueError(
+            "Builder arguments (input_shape, groups, ...) only apply to a model "
+            f"built by name, not to the saved model {path!r}."
+        )
+    loaded = keras.saving.load_model(path, compile=False)
+    if weights is not None:
+        from keras_sge.applications.resnet import load_weights
+
+        load_weights(loaded, weights)
+    return loaded

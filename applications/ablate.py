@@ -16,7 +16,7 @@ import argparse
 import time
 
 from keras_sge.training import TrainConfig
-from keras_sge.visualization import ablation
+from keras_sge.training import ablation
 
 
 def parse_args(argv=None) -> argparse.Namespace:

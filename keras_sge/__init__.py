@@ -2,13 +2,18 @@
 
 The package works on every Keras backend (TensorFlow, JAX, PyTorch); pick one
 with the `KERAS_BACKEND` environment variable before importing Keras.
+
+`import keras_sge` loads the core only (`layers`, `applications`: Keras and
+NumPy), which also registers the layer for loading `.keras` files. `data`,
+`training` and `visualization` load on first use and need their extras
+(`pip install "keras-sge[train]"`, `"keras-sge[viz]"`).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-from keras_sge import layers  # noqa: E402,F401
-from keras_sge import data  # noqa: E402,F401
-from keras_sge import visualization  # noqa: E402,F401
-from keras_sge import applications  # noqa: E402,F401
-from keras_sge import benchmarking  # noqa: E402,F401
-from keras_sge import training  # noqa: E402,F401
+from keras_sge import applications, layers  # noqa: E402,F401
+from keras_sge._lazy import lazy_exports  # noqa: E402
+
+__getattr__, __dir__ = lazy_exports(
+    __name__, {"data": "", "training": "", "visualization": ""}
+)

@@ -7,7 +7,7 @@ import os
 import pytest
 from PIL import Image
 
-from keras_sge.visualization import ablation
+from keras_sge.training import ablation
 
 
 @pytest.mark.backend_independent

@@ -5,8 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from keras_sge.constants import IMAGENET_MEAN, IMAGENET_STD
 
 
 def preprocess_input(x, data_format: str | None = None):

@@ -5,12 +5,14 @@ ready for `model.fit` / `model.evaluate` on any Keras backend: images
 normalised as the official SGE-ResNet weights expect (RGB, ImageNet mean/std)
 in `keras.config.image_data_format()` layout.
 
-The names below are imported on first use, so `import keras_sge` does not
-import TensorFlow when the Keras backend is JAX or PyTorch and no data is
-loaded.
+Needs the `data` extra (TensorFlow, tensorflow-datasets, Pillow). The names
+below are imported on first use, so tensorflow-datasets is imported only by
+the tfds loaders.
 """
 
-import importlib
+from keras_sge._lazy import lazy_exports, require
+
+require("tensorflow", "data", "keras_sge.data")
 
 _EXPORTS = {
     "load": "loader",
@@ -20,8 +22,6 @@ _EXPORTS = {
     "load_imagenet": "tfds_datasets",
     "load_tfds": "tfds_datasets",
     "DatasetInfo": "pipeline",
-    "IMAGENET_MEAN": "preprocessing",
-    "IMAGENET_STD": "preprocessing",
     "decode_image": "preprocessing",
     "normalize_images": "preprocessing",
     "preprocess_for_eval": "preprocessing",
@@ -30,16 +30,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'keras_sge.data' has no attribute {name!r}")
-    module = importlib.import_module(f"keras_sge.data.{_EXPORTS[name]}")
-    value = getattr(module, name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -27,8 +27,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from keras_sge.constants import IMAGENET_MEAN, IMAGENET_STD
+
 EVAL_CROP_FRACTION = 0.875
 AREA_RANGE = (0.08, 1.0)
 ASPECT_RATIO_RANGE = (3.0 / 4.0, 4.0 / 3.0)

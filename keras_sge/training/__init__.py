@@ -1,6 +1,15 @@
-"""Training and evaluation: the paper's recipe with `model.fit`, resumable, data-parallel."""
+"""Training and evaluation: the paper's recipe with `model.fit`, resumable, data-parallel.
 
-from keras_sge.training.callbacks import (
+Needs the `train` extra (TensorFlow for tf.data and TensorBoard, matplotlib).
+"""
+
+from keras_sge._lazy import require
+
+require("tensorflow", "train", "keras_sge.training")
+require("matplotlib", "train", "keras_sge.training")
+
+from keras_sge.training import ablation  # noqa: E402
+from keras_sge.training.callbacks import (  # noqa: E402
     LearningRateLogger,
     NonFiniteLossError,
     StopOnNonFiniteLoss,
@@ -8,21 +17,22 @@ from keras_sge.training.callbacks import (
     plot_training_curves,
     read_metrics,
 )
-from keras_sge.training.config import DEMO_DEFAULTS, MODELS, RECIPES, TrainConfig
-from keras_sge.training.distribution import data_parallel, has_accelerator
-from keras_sge.training.evaluation import (
+from keras_sge.training.config import DEMO_DEFAULTS, MODELS, RECIPES, TrainConfig  # noqa: E402
+from keras_sge.training.distribution import data_parallel, has_accelerator  # noqa: E402
+from keras_sge.training.evaluation import (  # noqa: E402
     PAPER_RESULTS,
     evaluate,
     evaluate_model_file,
     load_for_evaluation,
     results_table,
 )
-from keras_sge.training.losses import SparseCategoricalCrossentropyWithSmoothing
-from keras_sge.training.optimizers import SGDWithL2
-from keras_sge.training.schedules import StepDecay, make_schedule
-from keras_sge.training.trainer import TrainResult, build_model, train
+from keras_sge.training.losses import SparseCategoricalCrossentropyWithSmoothing  # noqa: E402
+from keras_sge.training.optimizers import SGDWithL2  # noqa: E402
+from keras_sge.training.schedules import StepDecay, make_schedule  # noqa: E402
+from keras_sge.training.trainer import TrainResult, build_model, train  # noqa: E402
 
 __all__ = [
+    "ablation",
     "DEMO_DEFAULTS",
     "LearningRateLogger",
     "MODELS",

@@ -10,11 +10,9 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
+from keras_sge.constants import IMAGENET_MEAN, IMAGENET_STD
 from keras_sge.visualization.gates import GateResult
 from keras_sge.visualization.statistics import ActivationStatistics
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def denormalize_images(

@@ -7,7 +7,7 @@ architecture) safely, builds the matching Keras model and writes it as a
 Example:
 
     python applications/convert_checkpoint.py --model sge_resnet50 \
-        --input sge_resnet50.pth.tar --output sge_resnet50.keras
+        --weights sge_resnet50.pth.tar --output sge_resnet50.keras
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ from keras_sge.applications import MODELS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", required=True, choices=list(MODELS))
-    parser.add_argument("--input", required=True, help="PyTorch checkpoint (.pth, .pth.tar, .pt)")
+    parser.add_argument("--weights", required=True, help="PyTorch checkpoint (.pth, .pth.tar, .pt)")
     parser.add_argument("--output", required=True, help="output path ending in .keras or .weights.h5")
     parser.add_argument("--classes", type=int, default=1000, help="classes of the checkpoint's fc head")
     parser.add_argument(
@@ -48,7 +50,7 @@ def main(argv=None) -> int:
         input_shape = (size, size, 3)
     model = builder(
         include_top=not args.no_top,
-        weights=args.input,
+        weights=args.weights,
         input_shape=input_shape,
         classes=args.classes,
     )
@@ -58,7 +60,7 @@ def main(argv=None) -> int:
         model.save_weights(args.output)
     trainable = sum(int(keras.ops.size(w)) for w in model.trainable_weights)
     print(
-        f"Converted {args.input} into {model.name} ({trainable:,} parameters, "
+        f"Converted {args.weights} into {model.name} ({trainable:,} parameters, "
         f"input {input_shape}) and wrote {args.output}"
     )
     return 0

@@ -241,7 +241,7 @@ def test_convert_checkpoint_program(tmp_path):
             sys.executable,
             os.path.join(ROOT, "applications", "convert_checkpoint.py"),
             "--model", "sge_resnet18",
-            "--input", path,
+            "--weights", path,
             "--output", output,
             "--classes", "10",
             "--image-size", "64",

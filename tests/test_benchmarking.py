@@ -9,9 +9,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_sge import benchmarking
+import benchmarks
 from keras_sge.applications import resnet
-from keras_sge.benchmarking import worker
+from benchmarks import worker
 from keras_sge.layers import SpatialGroupEnhance
 from tests.conftest import BACKEND, subprocess_env
 from tests.reference import sge_reference
@@ -21,7 +21,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_time_function_counts_repeats_and_validates():
     calls = []
-    timing = benchmarking.time_function(
+    timing = benchmarks.time_function(
         lambda x: calls.append(1) or x * x, keras.ops.ones((4, 4)), warmup=2, repeats=3
     )
     assert len(calls) == 5
@@ -29,7 +29,7 @@ def test_time_function_counts_repeats_and_validates():
     assert timing.minimum <= timing.median
     assert set(timing.to_dict()) == {"median_s", "min_s", "repeats"}
     with pytest.raises(ValueError, match="repeats"):
-        benchmarking.time_function(lambda: None, repeats=0)
+        benchmarks.time_function(lambda: None, repeats=0)
 
 
 def test_compiled_functions_compute_the_layer_and_its_gradients(rng):
@@ -40,11 +40,11 @@ def test_compiled_functions_compute_the_layer_and_its_gradients(rng):
     gamma, beta = rng.normal(size=(2, 4)).astype("float32")
     layer.set_weights([gamma, beta])
 
-    forward = benchmarking.forward_function(layer)
+    forward = benchmarks.forward_function(layer)
     y = keras.ops.convert_to_numpy(forward(keras.ops.convert_to_tensor(x)))
     np.testing.assert_allclose(y, sge_reference(x, gamma, beta, 4), rtol=1e-5, atol=1e-5)
 
-    grads = benchmarking.forward_backward_function(layer)(
+    grads = benchmarks.forward_backward_function(layer)(
         keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(dy)
     )
     dx, dgamma, dbeta = (keras.ops.convert_to_numpy(g) for g in grads)
@@ -60,7 +60,7 @@ def test_compiled_functions_compute_the_layer_and_its_gradients(rng):
 
 
 def test_benchmark_layer_reports_ratios():
-    result = benchmarking.benchmark_layer(
+    result = benchmarks.benchmark_layer(
         SpatialGroupEnhance(8), (2, 8, 8, 32), warmup=1, repeats=2
     )
     for key in ("multiply", "forward", "forward_backward"):
@@ -78,7 +78,7 @@ def test_benchmark_keras_model_trains_and_reports_throughput(rng):
     images = rng.normal(size=(4, 8, 8, 16)).astype("float32")
     labels = np.array([0, 1, 2, 1], "int32")
     before = [w.copy() for w in model.get_weights()]
-    result = benchmarking.benchmark_keras_model(
+    result = benchmarks.benchmark_keras_model(
         model, images, labels, warmup=1, repeats=2
     )
     assert result["inference"]["images_per_s"] > 0
@@ -94,7 +94,7 @@ def test_benchmark_torch_module_reports_throughput(rng):
 
     module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 5))
     images = rng.normal(size=(2, 3, 4, 4)).astype("float32")
-    result = benchmarking.benchmark_torch_module(
+    result = benchmarks.benchmark_torch_module(
         module, images, np.array([1, 4]), warmup=1, repeats=2
     )
     assert result["inference"]["images_per_s"] > 0
@@ -112,7 +112,7 @@ def test_benchmark_torch_module_runs_in_the_mixed_precision_asked_for(rng, autoc
     linear.register_forward_hook(lambda _, __, output: seen.append(output.dtype))
     before = linear.weight.detach().clone()
     images = rng.normal(size=(2, 3, 4, 4)).astype("float32")
-    benchmarking.benchmark_torch_module(
+    benchmarks.benchmark_torch_module(
         module, images, np.array([1, 4]), warmup=1, repeats=2,
         device="cpu", autocast_dtype=autocast_dtype,
     )
@@ -144,7 +144,7 @@ def test_resolve_data_format():
 )
 def test_compare_config_rejects_bad_settings(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        benchmarking.CompareConfig(output_dir=str(tmp_path), **kwargs)
+        benchmarks.CompareConfig(output_dir=str(tmp_path), **kwargs)
 
 
 @pytest.mark.backend_independent
@@ -152,31 +152,31 @@ def test_compare_backends_reports_missing_and_timed_out_backends(tmp_path, monke
     # Neither stops the run: each becomes its entry's status, and the table,
     # the JSON and the chart are still written.
     monkeypatch.setattr(
-        benchmarking.compare, "backend_installed", lambda name: name != "tensorflow"
+        benchmarks.compare, "backend_installed", lambda name: name != "tensorflow"
     )
-    config = benchmarking.quick_config(
+    config = benchmarks.quick_config(
         str(tmp_path), backends=("tensorflow", "jax"), layer_only=True, timeout=0.5
     )
-    report = benchmarking.compare_backends(config)
+    report = benchmarks.compare_backends(config)
     assert [(r["backend"], r["status"]) for r in report["results"]] == [
         ("tensorflow", "not installed"), ("jax", "timed out after 0.5 s")
     ]
     assert report["agreement"] == {}
-    table = benchmarking.format_table(report)
+    table = benchmarks.format_table(report)
     assert "not installed" in table and "timed out after 0.5 s" in table
-    benchmarking.save_json(report, str(tmp_path / "comparison.json"))
-    benchmarking.plot_report(report, str(tmp_path / "comparison.png"))
+    benchmarks.save_json(report, str(tmp_path / "comparison.json"))
+    benchmarks.plot_report(report, str(tmp_path / "comparison.png"))
     assert (tmp_path / "comparison.png").stat().st_size > 0
 
 
 def test_compare_depths_are_the_builders():
-    assert benchmarking.RESNET_DEPTHS == tuple(sorted(resnet._ARCHITECTURES))
+    assert benchmarks.RESNET_DEPTHS == tuple(sorted(resnet._ARCHITECTURES))
 
 
 def test_quick_config_uses_resnet18_unless_told_otherwise(tmp_path):
-    quick = benchmarking.quick_config(str(tmp_path))
+    quick = benchmarks.quick_config(str(tmp_path))
     assert (quick.depth, quick.batch_size, quick.image_size) == (18, 4, 64)
-    assert benchmarking.quick_config(str(tmp_path), depth=50).depth == 50
+    assert benchmarks.quick_config(str(tmp_path), depth=50).depth == 50
 
 
 def test_run_worker_measures_the_networks_and_saves_outputs(tmp_path):
@@ -229,7 +229,7 @@ def test_compare_backends_program_quick_layer_only(tmp_path):
     # Spawns every backend itself, so it runs once (in the tensorflow pass).
     out = tmp_path / "out"
     command = [
-        sys.executable, os.path.join(REPO, "applications", "compare_backends.py"),
+        sys.executable, "-m", "benchmarks.compare_backends",
         "--quick", "--layer-only", "--output-dir", str(out),
         "--layer-shape", "2", "8", "8", "64", "--warmup", "1", "--repeats", "1",
         "--min-seconds", "0.01", "--timeout", "300",

@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from keras_sge import applications  # noqa: E402
-from keras_sge.reference import torch_resnet  # noqa: E402
+from benchmarks import torch_resnet  # noqa: E402
 from tests.conftest import BACKEND, channels_first_convs_supported, subprocess_env  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

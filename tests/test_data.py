@@ -420,11 +420,10 @@ def test_demo_channels_first_layout_and_bfloat16(tmp_path):
 def test_benchmark_input_program_runs_all_pipelines(monkeypatch, capsys):
     import runpy
 
-    program = os.path.join(os.path.dirname(__file__), "..", "applications", "benchmark_input.py")
     argv = ["benchmark_input.py", "--image-size", "32", "--num-images", "2", "--repeats", "2",
             "--rounds", "1", "--batch-size", "2", "--source-size", "64x48"]
     monkeypatch.setattr("sys.argv", argv)
-    runpy.run_path(program, run_name="__main__")
+    runpy.run_module("benchmarks.benchmark_input", run_name="__main__")
     lines = capsys.readouterr().out.splitlines()
     rows = {line.split()[0]: line.split() for line in lines[2:]}
     assert set(rows) == {"baseline", "train", "eval"}

@@ -1,7 +1,7 @@
 """One backend's side of the backend comparison, run in its own process.
 
-The parent (`keras_sge.benchmarking.compare`) writes the shared inputs and a
-JSON spec, then runs `python -m keras_sge.benchmarking.worker SPEC RESULT`
+The parent (`benchmarks.compare`) writes the shared inputs and a
+JSON spec, then runs `python -m benchmarks.worker SPEC RESULT`
 once per backend with `KERAS_BACKEND` set. The first backend also creates
 the shared weights; every later one loads them, so all backends compute with
 the same numbers. The worker writes its timings to the RESULT JSON file and
@@ -138,7 +138,7 @@ def _layer_benchmark(spec: WorkerSpec, data_format: str, outputs: dict) -> dict:
     import keras
     import numpy as np
 
-    from keras_sge.benchmarking.layer_benchmark import benchmark_layer
+    from benchmarks.layer_benchmark import benchmark_layer
     from keras_sge.layers import SpatialGroupEnhance
 
     x = _to_layout(np.load(os.path.join(spec.work_dir, LAYER_INPUT)), data_format)
@@ -186,7 +186,7 @@ def _model_benchmark(spec: WorkerSpec, data_format: str, outputs: dict) -> dict:
     import keras
     import numpy as np
 
-    from keras_sge.benchmarking.model_benchmark import benchmark_keras_model
+    from benchmarks.model_benchmark import benchmark_keras_model
 
     images = _to_layout(np.load(os.path.join(spec.work_dir, IMAGES)), data_format)
     labels = np.load(os.path.join(spec.work_dir, LABELS))
@@ -239,10 +239,10 @@ def _torch_reference_benchmark(spec: WorkerSpec, keras_results: dict) -> dict:
     import keras
     import numpy as np
 
-    from keras_sge.benchmarking.model_benchmark import benchmark_torch_module
+    from benchmarks.model_benchmark import benchmark_torch_module
 
     try:
-        from keras_sge.reference import torch_resnet as networks
+        from benchmarks import torch_resnet as networks
     except ImportError as error:
         return {"status": f"unavailable: {error}"}
     images = _to_layout(np.load(os.path.join(spec.work_dir, IMAGES)), "channels_first")
@@ -285,7 +285,7 @@ def run_worker(spec: WorkerSpec) -> dict[str, Any]:
     import keras
     import numpy as np
 
-    from keras_sge.benchmarking.timing import device_name
+    from benchmarks.timing import device_name
 
     backend = keras.backend.backend()
     data_format = resolve_data_format(spec.data_format, backend)
@@ -313,7 +313,7 @@ def run_worker(spec: WorkerSpec) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: `python -m keras_sge.benchmarking.worker SPEC.json RESULT.json`."""
+    """Entry point: `python -m benchmarks.worker SPEC.json RESULT.json`."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2:
         print(__doc__, file=sys.stderr)

@@ -9,7 +9,7 @@ serve as an independent reference for it.
 
 Example:
 
->>> from keras_sge.reference import torch_resnet
+>>> from benchmarks import torch_resnet
 >>> net = torch_resnet.sge_resnet50(num_classes=1000).eval()
 >>> net(torch.zeros(1, 3, 224, 224)).shape
 torch.Size([1, 1000])

@@ -7,7 +7,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_sge.benchmarking.timing import time_function
+from benchmarks.timing import time_function
 
 
 def compile_for_training(model: keras.Model, torch_compile: bool = False) -> None:

@@ -7,7 +7,7 @@ from typing import Any, Callable, Sequence
 import keras
 import numpy as np
 
-from keras_sge.benchmarking.timing import compile_function, time_function
+from benchmarks.timing import compile_function, time_function
 
 
 def forward_function(layer: keras.layers.Layer, torch_compile: bool = False) -> Callable:

@@ -1,7 +1,7 @@
 """Benchmark the input pipeline: images/s per CPU core, next to a baseline.
 
-    python applications/benchmark_input.py                # 224 px, 1 thread
-    python applications/benchmark_input.py --threads 2    # all of a 2-core machine
+    python -m benchmarks.benchmark_input                # 224 px, 1 thread
+    python -m benchmarks.benchmark_input --threads 2    # all of a 2-core machine
 
 Prints the throughput of the training and evaluation preprocessing of
 keras_sge.data and of a plain JPEG decode + resize, measured in the same run
@@ -13,7 +13,7 @@ import argparse
 import os
 import platform
 
-from keras_sge.data import benchmark
+from benchmarks import input_benchmark as benchmark
 
 
 def main() -> None:

@@ -1,11 +1,16 @@
-"""Benchmarks of the SGE layer and networks, and the side-by-side backend comparison.
+"""Benchmarks of the SGE layer, the networks and the input pipeline; reference networks.
+
+Not part of the installed package: run from the repository root
+(`python -m benchmarks.compare_backends`, `python -m benchmarks.benchmark_input`);
+the tests import it from there too. `torch_resnet` is the authors' architecture
+in plain PyTorch, the independent reference of the Keras models.
 
 `timing`, `layer_benchmark` and `model_benchmark` run in the active backend;
 `compare_backends` runs one worker process per backend and gathers their
 results, which `format_table` and `plot_report` present.
 """
 
-from keras_sge.benchmarking.compare import (
+from benchmarks.compare import (
     BACKENDS,
     RESNET_DEPTHS,
     CompareConfig,
@@ -13,18 +18,18 @@ from keras_sge.benchmarking.compare import (
     compare_backends,
     quick_config,
 )
-from keras_sge.benchmarking.layer_benchmark import (
+from benchmarks.layer_benchmark import (
     benchmark_layer,
     forward_backward_function,
     forward_function,
 )
-from keras_sge.benchmarking.model_benchmark import (
+from benchmarks.model_benchmark import (
     benchmark_keras_model,
     benchmark_torch_module,
     compile_for_training,
 )
-from keras_sge.benchmarking.report import format_table, plot_report, save_json
-from keras_sge.benchmarking.timing import (
+from benchmarks.report import format_table, plot_report, save_json
+from benchmarks.timing import (
     Timing,
     compile_function,
     device_name,

@@ -5,9 +5,9 @@ table and writes `comparison.json` and `comparison.png` to `--output-dir`.
 
 Examples:
 
-    python applications/compare_backends.py --quick
-    python applications/compare_backends.py --layer-only
-    python applications/compare_backends.py --backends jax torch --batch-size 16
+    python -m benchmarks.compare_backends --quick
+    python -m benchmarks.compare_backends --layer-only
+    python -m benchmarks.compare_backends --backends jax torch --batch-size 16
 """
 
 from __future__ import annotations
@@ -24,15 +24,15 @@ import sys
 if "KERAS_BACKEND" not in os.environ and importlib.util.find_spec("jax"):
     os.environ["KERAS_BACKEND"] = "jax"
 
-from keras_sge import benchmarking  # noqa: E402
+import benchmarks  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output-dir", default="compare_backends_output")
     parser.add_argument(
-        "--backends", nargs="+", default=list(benchmarking.BACKENDS),
-        choices=benchmarking.BACKENDS,
+        "--backends", nargs="+", default=list(benchmarks.BACKENDS),
+        choices=benchmarks.BACKENDS,
     )
     parser.add_argument(
         "--quick", action="store_true",
@@ -48,7 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--image-size", type=int)
     parser.add_argument(
-        "--depth", type=int, choices=benchmarking.RESNET_DEPTHS,
+        "--depth", type=int, choices=benchmarks.RESNET_DEPTHS,
         help="ResNet depth (default: 50; 18 with --quick)",
     )
     parser.add_argument("--classes", type=int, default=1000)
@@ -99,16 +99,16 @@ def main(argv=None) -> int:
     )
     try:
         if args.quick:
-            config = benchmarking.quick_config(args.output_dir, **settings)
+            config = benchmarks.quick_config(args.output_dir, **settings)
         else:
-            config = benchmarking.CompareConfig(output_dir=args.output_dir, **settings)
+            config = benchmarks.CompareConfig(output_dir=args.output_dir, **settings)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    report = benchmarking.compare_backends(config)
-    print(benchmarking.format_table(report))
-    benchmarking.save_json(report, os.path.join(args.output_dir, "comparison.json"))
-    benchmarking.plot_report(report, os.path.join(args.output_dir, "comparison.png"))
+    report = benchmarks.compare_backends(config)
+    print(benchmarks.format_table(report))
+    benchmarks.save_json(report, os.path.join(args.output_dir, "comparison.json"))
+    benchmarks.plot_report(report, os.path.join(args.output_dir, "comparison.png"))
     print(f"\nwrote {args.output_dir}/comparison.json and comparison.png")
     return 0 if any(r["status"] == "ok" for r in report["results"]) else 1
 

@@ -1,8 +1,8 @@
 """Compares the Keras backends side by side: one subprocess per backend.
 
-Used by `applications/compare_backends.py`. Nothing here imports a Keras
-backend: each backend runs `keras_sge.benchmarking.worker` in a process of
-its own with `KERAS_BACKEND` set, on inputs and weights shared through files.
+Used by `benchmarks/compare_backends.py`. Nothing here computes in a Keras
+backend: each backend runs `benchmarks.worker` in a process of its own with
+`KERAS_BACKEND` set, on inputs and weights shared through files.
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from keras_sge.benchmarking import worker
+from benchmarks import worker
+from keras_sge.applications.registry import MODELS
 
 BACKENDS = ("tensorflow", "jax", "torch")
-# The depths `keras_sge.applications.build_resnet` builds, repeated because
-# this module must not import Keras (tests keep the two in step).
-RESNET_DEPTHS = (18, 34, 50, 101)
+RESNET_DEPTHS = tuple(sorted({spec.depth for spec in MODELS.values()}))
+# The worker runs as `python -m benchmarks.worker`: from the repository root.
+_REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _MIXED_POLICIES = {"float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 
 
@@ -195,12 +196,13 @@ def _run_backend(config: CompareConfig, backend: str, create_weights: bool) -> d
     spec_path, result_path = f"{prefix}_spec.json", f"{prefix}_result.json"
     with open(spec_path, "w") as f:
         json.dump(dataclasses.asdict(spec), f, indent=2)
-    env = dict(os.environ, KERAS_BACKEND=backend)
+    path = os.pathsep.join(filter(None, [_REPOSITORY, os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=path)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     started = time.perf_counter()
     try:
         process = subprocess.run(
-            [sys.executable, "-m", "keras_sge.benchmarking.worker", spec_path, result_path],
+            [sys.executable, "-m", "benchmarks.worker", spec_path, result_path],
             env=env,
             capture_output=True,
             text=True,

@@ -15,16 +15,18 @@ from __future__ import annotations
 import argparse
 import time
 
-from keras_sge.training import TrainConfig
-from keras_sge.training import ablation
+from keras_sge.applications import MODELS
+from keras_sge.training import TrainConfig, ablation
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dataset", default="demo", help="'demo', 'imagenet2012', a tfds name or an image-folder path")
     parser.add_argument("--data-dir", default=None, help="tfds data directory")
     parser.add_argument("--manual-dir", default=None, help="folder of manually downloaded archives (ImageNet)")
-    parser.add_argument("--model", default="sge_resnet50", choices=("sge_resnet50", "sge_resnet101"))
+    parser.add_argument("--model", default="sge_resnet50", choices=[name for name, spec in MODELS.items() if spec.attention])
     parser.add_argument("--groups", type=int, nargs="*", default=list(ablation.PAPER_GROUPS), help="group counts to sweep (none: no sweep)")
     parser.add_argument("--no-init", action="store_true", help="leave out the gamma=1/beta=0 initialisation run")
     parser.add_argument("--no-norm", action="store_true", help="leave out the run without normalisation")

@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 import matplotlib
 from matplotlib.figure import Figure
 
+from keras_sge.applications.registry import MODELS, model_spec
+
 # The paper's defaults, around which every other setting changes one knob.
 DEFAULT_GROUPS = 64
 PAPER_GROUPS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -59,7 +61,7 @@ class AblationSetting:
 
     @property
     def has_sge(self) -> bool:
-        return self.model.startswith("sge_")
+        return model_spec(self.model).attention
 
     def sge_options(self) -> dict | None:
         """The `sge_options` that the builders take, or None for defaults."""
@@ -106,7 +108,7 @@ def ablation_grid(
     >>> [s.key for s in ablation_grid(groups=(1, 64))]
     ['no_sge', 'groups=1', 'groups=64', 'groups=64,init=1/0', 'groups=64,no_norm']
     """
-    if not model.startswith("sge_"):
+    if not model_spec(model).attention:
         raise ValueError(
             f"`model` must be an SGE model such as 'sge_resnet50'; received {model!r}."
         )
@@ -118,7 +120,9 @@ def ablation_grid(
             )
     settings = []
     if baseline:
-        settings.append(AblationSetting("no_sge", model[len("sge_"):]))
+        depth = model_spec(model).depth
+        plain = next(s.name for s in MODELS.values() if s.depth == depth and not s.attention)
+        settings.append(AblationSetting("no_sge", plain))
     for count in dict.fromkeys(groups):
         settings.append(AblationSetting(f"groups={count}", model, groups=count))
     if initialization:

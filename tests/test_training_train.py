@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -139,6 +140,8 @@ def test_resume_mismatch_and_overwrite(tmp_path):
     out.mkdir()
     (out / "backup").mkdir()
     (out / "backup" / "training_metadata.json").write_text('{"epoch": 1, "batch": 0}')
+    with h5py.File(out / "backup" / "latest.weights.h5", "w") as f:
+        f["w"] = np.zeros(3)
     resolved = tiny_config(out, lr=0.5).resolved(accelerator=False)  # an earlier run
     (out / "config.json").write_text(resolved.to_json())
     with pytest.raises(ValueError, match=r"another configuration \(lr: 0.1 \(saved: 0.5\)\)"):

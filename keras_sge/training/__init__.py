@@ -17,18 +17,28 @@ from keras_sge.training.evaluation import (
     load_for_evaluation,
     results_table,
 )
+from keras_sge.training.files import (
+    AtomicCSVLogger,
+    AtomicModelCheckpoint,
+    RunInProgressError,
+    run_lock,
+    save_model_atomically,
+)
 from keras_sge.training.losses import SparseCategoricalCrossentropyWithSmoothing
 from keras_sge.training.optimizers import SGDWithL2
 from keras_sge.training.schedules import StepDecay, make_schedule
 from keras_sge.training.trainer import TrainResult, build_model, train
 
 __all__ = [
+    "AtomicCSVLogger",
+    "AtomicModelCheckpoint",
     "DEMO_DEFAULTS",
     "LearningRateLogger",
     "MODELS",
     "NonFiniteLossError",
     "PAPER_RESULTS",
     "RECIPES",
+    "RunInProgressError",
     "SGDWithL2",
     "SparseCategoricalCrossentropyWithSmoothing",
     "StepDecay",
@@ -46,5 +56,7 @@ __all__ = [
     "plot_training_curves",
     "read_metrics",
     "results_table",
+    "run_lock",
+    "save_model_atomically",
     "train",
 ]

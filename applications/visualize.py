@@ -24,6 +24,7 @@ import numpy as np
 
 import keras_sge  # noqa: F401  (registers the layer for loading)
 from keras_sge import applications, data, visualization
+from keras_sge.training import IncompatibleModelError, check_model
 
 BUILDERS = {"sge_resnet50": applications.SGEResNet50, "sge_resnet101": applications.SGEResNet101}
 
@@ -85,6 +86,10 @@ def main(argv=None) -> dict[str, str]:
         names = info.class_names or [str(i) for i in range(info.num_classes)]
         captions = [names[int(label)] for label in labels]
         statistics_data = stream.batch(16)
+    try:
+        check_model(model, None if args.images else info.num_classes)
+    except IncompatibleModelError as error:
+        raise SystemExit(f"error: {error}") from None
     paths = visualization.write_report(
         model, images, args.output_dir, statistics_data=statistics_data, captions=captions,
         layer=args.layer, stage=args.stage, num_groups=args.num_groups,

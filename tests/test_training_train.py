@@ -120,12 +120,12 @@ def test_evaluate_matches_numpy_on_a_tiny_split():
     x = np.concatenate([b[0].numpy() for b in images])
     y = np.concatenate([b[1].numpy() for b in images])
     probs = model.predict(x, verbose=0).astype("float64")
-    expected_top1 = 100 * np.mean(np.argmax(probs, -1) == y)
+    expected_top1 = np.mean(np.argmax(probs, -1) == y)
     expected_loss = -np.mean(np.log(probs[np.arange(len(y)), y]))
     measured = evaluate(model, images, verbose=0)
     assert measured["top1"] == pytest.approx(expected_top1, abs=1e-4)
     assert measured["loss"] == pytest.approx(expected_loss, rel=1e-4)
-    assert measured["top5"] == pytest.approx(100.0)  # 4 classes
+    assert measured["top5"] == pytest.approx(1.0)  # 4 classes
 
 
 def test_non_finite_loss_stops_with_a_clear_message(tmp_path):

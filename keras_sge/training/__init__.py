@@ -12,6 +12,8 @@ from keras_sge.training.config import DEMO_DEFAULTS, MODELS, RECIPES, TrainConfi
 from keras_sge.training.distribution import data_parallel, has_accelerator
 from keras_sge.training.evaluation import (
     PAPER_RESULTS,
+    IncompatibleModelError,
+    check_model,
     evaluate,
     evaluate_model_file,
     load_for_evaluation,
@@ -33,6 +35,7 @@ __all__ = [
     "AtomicCSVLogger",
     "AtomicModelCheckpoint",
     "DEMO_DEFAULTS",
+    "IncompatibleModelError",
     "LearningRateLogger",
     "MODELS",
     "NonFiniteLossError",
@@ -47,6 +50,7 @@ __all__ = [
     "TrainResult",
     "TrainingCurves",
     "build_model",
+    "check_model",
     "data_parallel",
     "evaluate",
     "evaluate_model_file",

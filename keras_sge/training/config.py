@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any
 
 MODELS = (
@@ -107,7 +108,9 @@ class TrainConfig:
         schedule: `"step"` (x`lr_decay_factor` at `lr_milestones`) or `"cosine"`.
         lr_milestones: epochs of the step decay.
         lr_decay_factor: factor of the step decay.
-        warmup_epochs: epochs of linear warmup from 0 (may be fractional).
+        warmup_epochs: epochs of linear warmup from 0 (may be fractional). Left
+            unset, the recipe's value, lowered to `epochs / 2` when the run is
+            not longer than it.
         mixed_precision: `"none"`, `"bfloat16"`, `"float16"` (with dynamic loss
             scaling) or `"auto"` (bfloat16 on a GPU/TPU, none on a CPU).
         jit: compile with XLA / torch.compile; `None` lets Keras decide ("auto").
@@ -180,6 +183,9 @@ class TrainConfig:
                 values[key] = value
         if values["image_size"] is None:
             values["image_size"] = 224
+        if self.warmup_epochs is None and values["warmup_epochs"] >= values["epochs"]:
+            # A recipe's warmup the user did not ask for: keep it below the run.
+            values["warmup_epochs"] = values["epochs"] / 2
         if values["mixed_precision"] == "auto":
             values["mixed_precision"] = "bfloat16" if accelerator else "none"
         values["lr_milestones"] = [int(m) for m in values["lr_milestones"]]
@@ -211,6 +217,10 @@ class TrainConfig:
         for key, value in positive.items():
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{key}` must be a positive integer. Received: {value!r}")
+        for key in ("lr", "momentum", "weight_decay", "label_smoothing", "lr_decay_factor", "warmup_epochs"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"`{key}` must be a finite number. Received: {value!r}")
         if self.lr <= 0:
             raise ValueError(f"`lr` must be > 0. Received: {self.lr}")
         if self.weight_decay < 0:

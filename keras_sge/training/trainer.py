@@ -171,7 +171,16 @@ def _load_datasets(config: TrainConfig, replicas: int):
     train_ds, info = data.load(
         config.dataset, config.train_split, training=config.train_augmentation, **common
     )
-    val_ds, val_info = data.load(config.dataset, config.val_split, training=False, **common)
+    partial = config.validation_steps is not None
+    # A partial validation reads a fixed random sample, not the first files of
+    # a split stored class by class.
+    val_ds, val_info = data.load(
+        config.dataset,
+        config.val_split,
+        training=False,
+        **common,
+        **({"sample_seed": config.seed} if partial else {}),
+    )
     steps = config.steps_per_epoch
     if steps is None:
         if not info.num_examples:
@@ -190,7 +199,15 @@ def _load_datasets(config: TrainConfig, replicas: int):
     val_steps = config.validation_steps
     if val_steps is None and val_info.num_examples:
         val_steps = math.ceil(val_info.num_examples / config.batch_size)
-    if val_steps is not None:
+    if partial:
+        # The same `val_steps` batches in every epoch, so epochs compare.
+        val_ds = val_ds.take(val_steps).repeat()
+        print(
+            f"Validation is partial: {val_steps} batches of {config.batch_size} images "
+            f"(of {val_info.num_examples or 'unknown'}) of {config.val_split}, a fixed "
+            f"random sample (seed {config.seed}), the same every epoch."
+        )
+    elif val_steps is not None:
         # `fit` keeps one validation iterator for all epochs: repeat the split and
         # give the number of batches per pass, so every epoch validates on it all.
         val_ds = val_ds.repeat()
@@ -348,6 +365,7 @@ def _train_in(
                 "peak_learning_rate": config.peak_learning_rate,
                 "steps_per_epoch": steps,
                 "validation_steps": val_steps,
+                "validation_partial": config.validation_steps is not None,
                 "num_classes": info.num_classes,
                 "train_examples": info.num_examples,
                 "image_data_format": keras.config.image_data_format(),

@@ -34,6 +34,7 @@ def _folder(root, rng, classes=("ant", "bee"), per_class=3, bad_per_class=0):
     return root
 
 
+@pytest.mark.backend_independent
 def test_a_training_split_without_enough_readable_images_stops_before_training(tmp_path, rng):
     _folder(tmp_path / "data" / "train", rng, per_class=0, bad_per_class=2)
     _folder(tmp_path / "data" / "val", rng, per_class=2)
@@ -50,6 +51,7 @@ def test_a_training_split_without_enough_readable_images_stops_before_training(t
     assert data.load_image_folder(str(tmp_path / "few"), batch_size=2, training=True) is not None
 
 
+@pytest.mark.backend_independent
 def test_hidden_and_empty_folders_are_not_classes_and_non_utf8_names_are_read(tmp_path, rng, capfd):
     root = _folder(tmp_path / "data", rng)
     (root / ".ipynb_checkpoints").mkdir()
@@ -125,8 +127,11 @@ def test_evaluate_program_refuses_models_that_do_not_fit(tmp_path, capsys):
     broken.save(path)
     assert _program("evaluate").main([path, "--dataset", "demo", "--steps", "1"]) == 2
     assert "non-finite values (NaN or inf)" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="outputs 2 classes but the dataset has 4"):
+        _program("visualize").main(["--model", two_classes, "--output-dir", str(tmp_path / "vis")])
 
 
+@pytest.mark.backend_independent
 def test_unset_warmup_stays_below_epochs_and_nan_settings_are_refused():
     assert TrainConfig(epochs=1).resolved(accelerator=False).warmup_epochs == 0.5  # demo: 1 by default
     with pytest.raises(ValueError, match=r"warmup_epochs` must be in \[0, epochs=1\)"):
@@ -138,6 +143,7 @@ def test_unset_warmup_stays_below_epochs_and_nan_settings_are_refused():
         keras_sge.layers.SpatialGroupEnhance(epsilon=float("nan"))
 
 
+@pytest.mark.backend_independent
 def test_a_mistyped_folder_is_reported_as_a_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="No folder .*imagenett"):
         data.load(str(tmp_path / "imagenett"), "train", batch_size=4)

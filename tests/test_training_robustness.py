@@ -86,6 +86,7 @@ def test_full_disk_while_saving_a_checkpoint_keeps_the_previous_one(tmp_path):
     assert not _partial_files(out)
 
 
+@pytest.mark.backend_independent
 def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path):
     path = tmp_path / "results.json"
     write_json_atomically(str(path), {"finished": True})
@@ -121,6 +122,7 @@ def test_a_second_run_in_the_same_directory_is_refused_and_the_first_finishes(tm
     assert not (out / "run.lock").exists()  # released
 
 
+@pytest.mark.backend_independent
 def test_the_lock_of_a_dead_process_is_taken_over_with_a_warning(tmp_path, capfd):
     finished = subprocess.Popen(["true"])
     finished.wait()

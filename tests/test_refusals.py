@@ -144,7 +144,10 @@ def test_unset_warmup_stays_below_epochs_and_nan_settings_are_refused():
 
 
 @pytest.mark.backend_independent
-def test_a_mistyped_folder_is_reported_as_a_missing_folder(tmp_path):
+def test_a_mistyped_folder_is_reported_as_a_missing_folder(tmp_path, rng):
+    _folder(tmp_path / "flat", rng)  # class folders without train/ and val/
+    with pytest.raises(FileNotFoundError, match="the training programs need them"):
+        data.load(str(tmp_path / "flat"), "train", batch_size=2)
     with pytest.raises(FileNotFoundError, match="No folder .*imagenett"):
         data.load(str(tmp_path / "imagenett"), "train", batch_size=4)
     with pytest.raises(FileNotFoundError, match="No folder './no_such_folder'"):

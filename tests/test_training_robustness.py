@@ -45,6 +45,8 @@ def test_kill_while_the_backup_is_written_resumes_from_the_previous_one(tmp_path
     with pytest.raises(Killed):
         train(config, model_fn=model_killed_in_second_backup)
     capfd.readouterr()
+    # What a real kill would leave too: a half-written checkpoint of another process.
+    (out / "checkpoints" / ".last.keras.999999.partial.keras").write_bytes(b"PK")
 
     result = train(config, model_fn=tiny_model)
     assert "resuming from the previous one" in capfd.readouterr().err

@@ -28,6 +28,29 @@ def _temporary_path(path: str, kind: str = "partial") -> str:
     return os.path.join(folder, f".{name}.{os.getpid()}.{kind}{extension}")
 
 
+def remove_partial_files(folder: str) -> list[str]:
+    """Removes the temporary files an interrupted writer left in `folder` (not recursive).
+
+    Only safe while no other process writes there (hold `run_lock`).
+
+    Args:
+        folder: the folder.
+
+    Returns:
+        The removed paths.
+    """
+    if not os.path.isdir(folder):
+        return []
+    removed = []
+    for entry in os.scandir(folder):
+        if entry.is_file() and entry.name.startswith(".") and (
+            ".partial" in entry.name or ".working" in entry.name
+        ):
+            os.remove(entry.path)
+            removed.append(entry.path)
+    return removed
+
+
 def write_atomically(path: str, write: Callable[[str], Any]) -> None:
     """Calls `write(temporary_path)`, then renames the result to `path`.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -27,6 +28,7 @@ from keras_sge.training.files import (
     AtomicCSVLogger,
     AtomicModelCheckpoint,
     check_backup,
+    remove_partial_files,
     run_lock,
     save_model_atomically,
     write_json_atomically,
@@ -228,6 +230,9 @@ def _prepare_output_dir(config: TrainConfig, paths: OutputPaths) -> int:
             "another output directory (--output-dir) or pass overwrite=True (--overwrite)."
         )
     os.makedirs(paths.checkpoints, exist_ok=True)
+    # Left by a killed run; this process holds the lock, so nobody writes them.
+    for folder in (paths.root, paths.checkpoints):
+        remove_partial_files(folder)
     resume_epoch = check_backup(paths.backup)
     if resume_epoch and os.path.exists(paths.config):
         with open(paths.config) as f:
@@ -295,7 +300,9 @@ def train(
     config = config.resolved(accelerator=has_accelerator())
     paths = OutputPaths(config.output_dir)
     os.makedirs(paths.root, exist_ok=True)
-    with run_lock(paths.lock):
+    # With several workers only the chief, once known, may hold the lock.
+    lock = contextlib.nullcontext() if config.multi_worker else run_lock(paths.lock)
+    with lock:
         return _train_in(config, paths, model_fn, callbacks)
 
 

@@ -99,6 +99,8 @@ class TrainConfig:
         steps_per_epoch: optimizer steps per epoch (default: one pass over the
             training split).
         validation_steps: validation batches per epoch (default: the whole split).
+            When given, the batches are a fixed random sample of the split
+            (drawn from `seed`), the same in every epoch.
         lr: learning rate per 256 images; the peak rate is `lr * batch_size / 256`.
         momentum: SGD momentum.
         weight_decay: coupled L2 factor (added to the gradient before momentum).

@@ -198,10 +198,14 @@ def _backup_problem(weights: str, metadata: str) -> str | None:
         return f"{metadata} is missing"
     except (OSError, ValueError, KeyError, TypeError) as error:
         return f"{metadata} is unreadable ({type(error).__name__}: {error})"
+    def read(name, item) -> None:
+        if isinstance(item, h5py.Dataset):
+            np.asarray(item[()])
+
     try:
         with h5py.File(weights, "r") as f:
             # Reading every array finds a file cut short after its header.
-            f.visititems(lambda name, item: np.asarray(item[()]) if isinstance(item, h5py.Dataset) else None)
+            f.visititems(read)
     except FileNotFoundError:
         return f"{weights} is missing"
     except Exception as error:  # h5py raises OSError, KeyError, RuntimeError...

@@ -68,7 +68,7 @@ def evaluate(
     its compiled loss and metrics are left as they were.
 
     Args:
-        model: a classifier ending in a softmax.
+        model: a functional (or Sequential) classifier ending in a softmax.
         dataset: batches of `(images, integer labels)` (or with sample weights).
         steps: number of batches (default: the whole dataset).
         jit_compile: passed to `model.compile`.
@@ -106,11 +106,7 @@ def evaluate(
 
 def _shared_view(model: keras.Model) -> keras.Model:
     """A new `keras.Model` over the same layers and weights (compiling it leaves `model` alone)."""
-    try:
-        return keras.Model(model.inputs, model.outputs, name=model.name)
-    except (AttributeError, ValueError, TypeError):  # a subclassed model has no graph
-        inputs = keras.Input(model.input_shape[1:])
-        return keras.Model(inputs, model(inputs), name=model.name)
+    return keras.Model(model.inputs, model.outputs, name=model.name)
 
 
 def load_for_evaluation(

@@ -230,9 +230,10 @@ def _prepare_output_dir(config: TrainConfig, paths: OutputPaths) -> int:
             "another output directory (--output-dir) or pass overwrite=True (--overwrite)."
         )
     os.makedirs(paths.checkpoints, exist_ok=True)
-    # Left by a killed run; this process holds the lock, so nobody writes them.
-    for folder in (paths.root, paths.checkpoints):
-        remove_partial_files(folder)
+    if not config.multi_worker:
+        # Left by a killed run; this process holds the lock, so nobody writes them.
+        for folder in (paths.root, paths.checkpoints):
+            remove_partial_files(folder)
     resume_epoch = check_backup(paths.backup)
     if resume_epoch and os.path.exists(paths.config):
         with open(paths.config) as f:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 import keras
 import numpy as np
@@ -89,7 +90,8 @@ def main(argv=None) -> dict[str, str]:
     try:
         check_model(model, None if args.images else info.num_classes)
     except IncompatibleModelError as error:
-        raise SystemExit(f"error: {error}") from None
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     paths = visualization.write_report(
         model, images, args.output_dir, statistics_data=statistics_data, captions=captions,
         layer=args.layer, stage=args.stage, num_groups=args.num_groups,

@@ -127,8 +127,10 @@ def test_evaluate_program_refuses_models_that_do_not_fit(tmp_path, capsys):
     broken.save(path)
     assert _program("evaluate").main([path, "--dataset", "demo", "--steps", "1"]) == 2
     assert "non-finite values (NaN or inf)" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="outputs 2 classes but the dataset has 4"):
+    with pytest.raises(SystemExit) as exit_info:
         _program("visualize").main(["--model", two_classes, "--output-dir", str(tmp_path / "vis")])
+    assert exit_info.value.code == 2
+    assert "outputs 2 classes but the dataset has 4" in capsys.readouterr().err
 
 
 @pytest.mark.backend_independent

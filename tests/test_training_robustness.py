@@ -141,3 +141,15 @@ def test_the_lock_of_a_dead_process_is_taken_over_with_a_warning(tmp_path, capfd
     with pytest.raises(RunInProgressError, match="host 'another-host'"):
         with run_lock(str(lock)):
             pass
+
+
+@pytest.mark.backend_independent
+def test_train_program_refuses_a_directory_in_use(tmp_path, capsys):
+    from tests.test_programs_train import _program
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with run_lock(str(out / "run.lock")):
+        assert _program("train").main(["--output-dir", str(out), "--epochs", "1"]) == 2
+    assert f"is in use by another run: process {os.getpid()}" in capsys.readouterr().err
+    assert os.listdir(out) == []  # nothing touched

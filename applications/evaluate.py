@@ -16,6 +16,7 @@ import json
 import sys
 
 from keras_sge.training import MODELS, evaluate_model_file, results_table
+from keras_sge.training.evaluation import IncompatibleModelError
 
 
 def main(argv=None) -> int:
@@ -28,23 +29,29 @@ def main(argv=None) -> int:
     p.add_argument("--manual-dir", help="folder with the ImageNet archives")
     p.add_argument("--image-size", type=int, help="crop size (default: the .keras model's input size, else 224)")
     p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--steps", type=int, help="evaluate only this many batches")
-    p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--steps", type=int, help="evaluate only this many batches, a fixed random sample of the split")
+    p.add_argument("--json", help="also write the results (accuracies as fractions) to this JSON file")
     args = p.parse_args(argv)
 
-    measured = evaluate_model_file(
-        args.model_path,
-        dataset=args.dataset,
-        split=args.split,
-        model=args.model,
-        image_size=args.image_size,
-        batch_size=args.batch_size,
-        data_dir=args.data_dir,
-        manual_dir=args.manual_dir,
-        steps=args.steps,
-    )
-    print(f"\n{args.dataset}/{args.split} at {measured['image_size']} px: top-1 {measured['top1']:.3f}%, "
-          f"top-5 {measured['top5']:.3f}%, loss {measured['loss']:.4f}\n")
+    try:
+        measured = evaluate_model_file(
+            args.model_path,
+            dataset=args.dataset,
+            split=args.split,
+            model=args.model,
+            image_size=args.image_size,
+            batch_size=args.batch_size,
+            data_dir=args.data_dir,
+            manual_dir=args.manual_dir,
+            steps=args.steps,
+        )
+    except IncompatibleModelError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    part = (f" (partial: {args.steps} batches of {args.batch_size}, a fixed random sample of the split)"
+            if measured.get("partial") else "")
+    print(f"\n{args.dataset}/{args.split} at {measured['image_size']} px{part}: top-1 "
+          f"{100 * measured['top1']:.3f}%, top-5 {100 * measured['top5']:.3f}%, loss {measured['loss']:.4f}\n")
     print(results_table(measured, args.model))
     if args.json:
         with open(args.json, "w") as f:

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 import keras
 import numpy as np
 
 import keras_sge  # noqa: F401  (registers the layer for loading)
 from keras_sge import applications, data, visualization
+from keras_sge.training import IncompatibleModelError, check_model
 
 BUILDERS = {name: spec.builder for name, spec in applications.MODELS.items() if spec.attention}
 
@@ -85,6 +87,11 @@ def main(argv=None) -> dict[str, str]:
         names = info.class_names or [str(i) for i in range(info.num_classes)]
         captions = [names[int(label)] for label in labels]
         statistics_data = stream.batch(16)
+    try:
+        check_model(model, None if args.images else info.num_classes)
+    except IncompatibleModelError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     paths = visualization.write_report(
         model, images, args.output_dir, statistics_data=statistics_data, captions=captions,
         layer=args.layer, stage=args.stage, num_groups=args.num_groups,

@@ -145,6 +145,20 @@ def test_load_imagenet_prepares_the_archives_with_the_real_builder(mini_imagenet
 
 
 @pytest.mark.backend_independent
+def test_a_sampled_evaluation_reads_a_fixed_shuffle_of_the_split(mini_imagenet):
+    data_dir, _, _, _ = mini_imagenet
+
+    def labels(**kwargs):
+        ds = data.load_imagenet("train", batch_size=9, image_size=IMAGE_SIZE, data_dir=data_dir,
+                                training=False, **kwargs)
+        return [y.numpy().tolist() for _, y in ds][0]
+
+    in_order, sampled = labels(), labels(sample_seed=3)
+    assert sampled != in_order and sorted(sampled) == sorted(in_order)
+    assert labels(sample_seed=3) == sampled  # the same sample on every call and pass
+
+
+@pytest.mark.backend_independent
 def test_load_imagenet_missing_archives_error_names_files_and_directory(tmp_path):
     empty = tmp_path / "manual"
     empty.mkdir()

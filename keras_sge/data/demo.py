@@ -233,6 +233,7 @@ def load_demo(
     shard: tuple[int, int] | None = None,
     input_context=None,
     min_crop_area: float = DEFAULT_MIN_CROP_AREA,
+    sample_seed: int | None = None,
 ):
     """Loads the offline demo dataset (4 classes of shapes), generating it once.
 
@@ -260,6 +261,8 @@ def load_demo(
         min_crop_area: smallest area fraction of the training random crop;
             0.35 by default (ImageNet's 0.08 crops often miss the one
             object of a demo image and so teach noise).
+        sample_seed: evaluation only: a fixed random order of the images
+            (see `load_image_folder`).
 
     Returns:
         A `tf.data.Dataset`, or `(dataset, info)` with `with_info=True`.
@@ -288,4 +291,5 @@ def load_demo(
         shard=shard,
         input_context=input_context,
         min_crop_area=min_crop_area,
+        sample_seed=sample_seed,
     )

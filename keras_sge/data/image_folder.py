@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import tensorflow as tf
@@ -28,7 +29,10 @@ def list_class_folder(
 
     Files are listed, never opened. Classes are the sub-folder names sorted,
     unless `class_names` fixes them (so a validation folder uses the training
-    folder's labels).
+    folder's labels). Hidden sub-folders (`.ipynb_checkpoints`, ...) and
+    sub-folders without image files are not classes; the empty ones are named
+    in a warning. Names that are not UTF-8 are read as they are (they are
+    named in a warning, since TensorFlow prints them as raw bytes).
 
     Args:
         directory: folder holding one sub-folder per class.
@@ -39,8 +43,24 @@ def list_class_folder(
     """
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"Image folder {directory!r} does not exist.")
-    found = sorted(e.name for e in os.scandir(directory) if e.is_dir())
-    if not found:
+    files_of = {}
+    for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+        if not entry.is_dir() or entry.name.startswith("."):
+            continue
+        files_of[entry.name] = sorted(
+            e.name
+            for e in os.scandir(entry.path)
+            if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS)
+        )
+    empty = [name for name, files in files_of.items() if not files]
+    if empty:
+        print(
+            f"WARNING keras_sge.data: ignoring sub-folders of {directory!r} without "
+            f"image files (not classes): {empty}",
+            file=sys.stderr,
+        )
+    found = [name for name, files in files_of.items() if files]
+    if not found and not files_of:
         raise ValueError(
             f"Image folder {directory!r} has no class sub-folders; expected "
             "one sub-folder of images per class, e.g. "
@@ -58,20 +78,82 @@ def list_class_folder(
     label_of = {name: i for i, name in enumerate(class_names)}
     paths, labels = [], []
     for name in found:
-        class_dir = os.path.join(directory, name)
-        files = sorted(
-            e.name
-            for e in os.scandir(class_dir)
-            if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS)
-        )
-        paths.extend(os.path.join(class_dir, f) for f in files)
+        files = files_of[name]
+        paths.extend(os.path.join(directory, name, f) for f in files)
         labels.extend([label_of[name]] * len(files))
+    not_utf8 = [path for path in paths if not _is_utf8(path)]
+    if not_utf8:
+        print(
+            f"WARNING keras_sge.data: {len(not_utf8)} file names in {directory!r} are "
+            f"not UTF-8 (read as they are), e.g. {not_utf8[0]!r}",
+            file=sys.stderr,
+        )
     if not paths:
         raise ValueError(
             f"Image folder {directory!r} has no image files (extensions "
             f"{', '.join(IMAGE_EXTENSIONS)}) in its class sub-folders."
         )
     return paths, labels, list(class_names)
+
+
+def _is_utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # os.scandir keeps undecodable bytes as surrogates
+        return False
+    return True
+
+
+def _unreadable_reason(path: str) -> str | None:
+    """Why the training pipeline would skip `path` (`None`: it decodes)."""
+    from keras_sge.data import preprocessing
+
+    try:
+        with open(path, "rb") as f:
+            image_bytes = f.read()
+    except OSError as error:
+        return f"cannot be read ({error.strerror})"
+    if not image_bytes:
+        return "empty"
+    if not bool(pipeline.looks_complete(tf.constant(image_bytes))):
+        return "not a JPEG/PNG/GIF/BMP, or cut short"
+    try:
+        preprocessing.decode_image(tf.constant(image_bytes))
+    except tf.errors.InvalidArgumentError:
+        return "the decoder rejects it"
+    return None
+
+
+def require_readable(paths: list[str], needed: int, directory: str, what: str) -> None:
+    """Opens files until `needed` decode; else raises naming what was rejected.
+
+    Reads only as many files as it takes (one batch on a healthy folder).
+
+    Args:
+        paths: the listed image files.
+        needed: how many must be readable.
+        directory: the folder, for the message.
+        what: what needs them, for the message (e.g. "one batch of 32").
+
+    Raises:
+        ValueError: fewer than `needed` of `paths` are readable.
+    """
+    readable, rejected = 0, {}
+    for path in paths:
+        reason = _unreadable_reason(path)
+        if reason is None:
+            readable += 1
+            if readable >= needed:
+                return
+        else:
+            rejected.setdefault(reason, []).append(path)
+    why = "; ".join(
+        f"{len(files)} {reason} (e.g. {files[0]!r})" for reason, files in rejected.items()
+    )
+    raise ValueError(
+        f"{directory!r} has {readable} readable image files of {len(paths)} listed, "
+        f"fewer than {what}. Rejected: {why or 'none'}."
+    )
 
 
 def _split_directory(directory: str, split: str) -> str | None:
@@ -109,6 +191,7 @@ def load_image_folder(
     shard: tuple[int, int] | None = None,
     input_context: tf.distribute.InputContext | None = None,
     min_crop_area: float = 0.08,
+    sample_seed: int | None = None,
 ):
     """Loads a folder of images, one sub-folder per class, for `model.fit`.
 
@@ -126,6 +209,9 @@ def load_image_folder(
     mapping. Files are listed, not opened. **Unreadable files** (not an image,
     empty, or truncated) are skipped with a warning on stderr naming the
     file; an epoch never stops on them and they never reach the model.
+    Before any batch is made, files are opened until one batch (training) or
+    one image (evaluation) decodes; a folder with fewer readable files is
+    refused with a `ValueError` counting the rejected files and why.
     Training epochs still have `len(files) // batch_size` batches (topped up
     from the next shuffled pass); evaluation yields every readable file once,
     so its cardinality is unknown until the first pass (`info.num_examples`
@@ -147,6 +233,10 @@ def load_image_folder(
         input_context: a `tf.distribute.InputContext`: per-replica batch and
             shard.
         min_crop_area: smallest area fraction of the training random crop.
+        sample_seed: evaluation only: read the files in a fixed random order
+            drawn from this seed (the same on every pass), so that the first
+            batches are a class-balanced sample of the split (for a partial
+            validation, e.g. `model.evaluate(..., steps=N)`).
 
     Returns:
         A batched `tf.data.Dataset` of `(images, labels)`, or
@@ -194,9 +284,10 @@ def load_image_folder(
             )
             raise FileNotFoundError(
                 f"No folder for split {split!r} in {directory!r} (tried {tried}). "
-                "Put the splits side by side (train/, val/), pass "
-                "validation_fraction= to carve validation out of train/, or pass "
-                "split=None for a single folder of class sub-folders."
+                "Put the splits side by side (train/, val/): the training programs "
+                "need them. In Python, load_image_folder(..., validation_fraction=0.1) "
+                "carves validation out of train/, and split=None reads a single "
+                "folder of class sub-folders."
             )
         train_dir = _split_directory(directory, "train")
         class_names = list_class_folder(train_dir)[2] if train_dir else None
@@ -210,9 +301,20 @@ def load_image_folder(
         labels = [labels[i] for i in indices]
     if not paths:
         raise ValueError(f"Shard {shard_index} of {shard_count} of {directory!r} is empty.")
+    if sample_seed is not None and not training:
+        order = np.random.default_rng(sample_seed).permutation(len(paths))
+        paths = [paths[i] for i in order]
+        labels = [labels[i] for i in order]
+    require_readable(
+        paths,
+        batch_size if training else 1,
+        os.path.dirname(os.path.dirname(paths[0])),
+        f"one batch of {batch_size}" if training else "one",
+    )
 
     sources = tf.data.Dataset.from_tensor_slices(
-        (tf.constant(paths), tf.constant(labels, tf.int32))
+        # Bytes: file names need not be UTF-8.
+        (tf.constant([os.fsencode(p) for p in paths]), tf.constant(labels, tf.int32))
     )
     dataset = pipeline.build_dataset(
         sources,

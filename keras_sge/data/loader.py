@@ -44,6 +44,21 @@ def load(dataset: str, split: str, *, batch_size: int, image_size: int = 224, **
         return demo.load_demo(split, **common)
     if dataset in ("imagenet2012", "imagenet"):
         return tfds_datasets.load_imagenet(split, **common)
-    if os.path.isdir(os.fspath(dataset)):
-        return image_folder.load_image_folder(os.fspath(dataset), split, **common)
+    folder = os.path.expanduser(os.fspath(dataset))
+    if os.path.isdir(folder):
+        return image_folder.load_image_folder(folder, split, **common)
+    if _looks_like_a_path(str(dataset)):
+        raise FileNotFoundError(
+            f"No folder {os.fspath(dataset)!r} (dataset names a path, not a "
+            "tensorflow-datasets name): check the path."
+        )
     return tfds_datasets.load_tfds(str(dataset), split, **common)
+
+
+def _looks_like_a_path(dataset: str) -> bool:
+    """tfds names are `name`, `name/config`, `name:version`: never `./x`, `~/x`, `/x`,
+    nor `a/b` where the folder `a` exists."""
+    if dataset.startswith((".", "~", os.sep)):
+        return True
+    parent = os.path.dirname(dataset)
+    return bool(parent) and os.path.isdir(parent)

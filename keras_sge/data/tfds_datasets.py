@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tarfile
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -45,6 +46,7 @@ def _load_from_builder(
     shard: tuple[int, int] | None,
     input_context: tf.distribute.InputContext | None,
     min_crop_area: float,
+    sample_seed: int | None = None,
 ):
     pipeline.check_image_size(image_size)
     pipeline.check_min_crop_area(min_crop_area)
@@ -73,16 +75,25 @@ def _load_from_builder(
     num_examples = (
         builder.info.splits[split].num_examples if builder.info.splits else None
     )
+    sampled = sample_seed is not None and not training
     read_config = tfds.ReadConfig(
-        shuffle_seed=seed, shuffle_reshuffle_each_iteration=True
+        shuffle_seed=sample_seed if sampled else seed,
+        shuffle_reshuffle_each_iteration=not sampled,
     )
     sources = builder.as_dataset(
         split=split,
-        shuffle_files=training,
+        shuffle_files=training or sampled,
         decoders={image_key: tfds.decode.SkipDecoding()},
         read_config=read_config,
         as_supervised=True,
     )
+    if sampled:
+        # The same order on every pass: a fixed sample for a partial evaluation.
+        sources = sources.shuffle(
+            shuffle_buffer_size or DEFAULT_SHUFFLE_BUFFER,
+            seed=sample_seed,
+            reshuffle_each_iteration=False,
+        )
     dataset = pipeline.build_dataset(
         sources,
         from_files=False,
@@ -123,6 +134,7 @@ def load_tfds(
     shard: tuple[int, int] | None = None,
     input_context: tf.distribute.InputContext | None = None,
     min_crop_area: float = 0.08,
+    sample_seed: int | None = None,
 ):
     """Loads a tensorflow-datasets image classification dataset for `model.fit`.
 
@@ -150,6 +162,10 @@ def load_tfds(
         input_context: a `tf.distribute.InputContext`: per-replica batch and
             shard.
         min_crop_area: smallest area fraction of the training random crop.
+        sample_seed: evaluation only: read the split in a fixed random order
+            drawn from this seed (shuffled files, then a shuffle buffer of
+            encoded images; the same on every pass), so that its first
+            batches are a sample of the whole split.
 
     Returns:
         A batched `tf.data.Dataset` of `(images, labels)`, or
@@ -176,6 +192,7 @@ def load_tfds(
         shard=shard,
         input_context=input_context,
         min_crop_area=min_crop_area,
+        sample_seed=sample_seed,
     )
 
 
@@ -202,6 +219,7 @@ def load_imagenet(
     shard: tuple[int, int] | None = None,
     input_context: tf.distribute.InputContext | None = None,
     min_crop_area: float = 0.08,
+    sample_seed: int | None = None,
 ):
     """Loads ImageNet (ILSVRC 2012) through the tfds `imagenet2012` builder.
 
@@ -231,6 +249,10 @@ def load_imagenet(
         input_context: a `tf.distribute.InputContext`: per-replica batch and
             shard.
         min_crop_area: smallest area fraction of the training random crop.
+        sample_seed: evaluation only: read the split in a fixed random order
+            drawn from this seed (shuffled files, then a shuffle buffer of
+            encoded images; the same on every pass), so that its first
+            batches are a sample of the whole split.
 
     Returns:
         A batched `tf.data.Dataset` of `(images, labels)`, or
@@ -272,9 +294,22 @@ def load_imagenet(
                 "pass the directory that holds them with manual_dir= "
                 "(--manual-dir in the programs)."
             )
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
-        )
+        archives = [
+            path
+            for path in (os.path.join(manual_dir, name) for name in IMAGENET_ARCHIVES.values())
+            if os.path.exists(path)
+        ]
+        try:
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
+            )
+        except (AssertionError, tarfile.TarError, EOFError) as error:
+            # tfds says "No examples were yielded" or tarfile.ReadError without a path.
+            raise ValueError(
+                f"Preparing ImageNet from {' and '.join(archives)} failed "
+                f"({type(error).__name__}: {error}): an archive is empty, cut short or "
+                "not a tar file. Download it again from https://image-net.org."
+            ) from error
     return _load_from_builder(
         builder,
         split,
@@ -288,4 +323,5 @@ def load_imagenet(
         shard=shard,
         input_context=input_context,
         min_crop_area=min_crop_area,
+        sample_seed=sample_seed,
     )

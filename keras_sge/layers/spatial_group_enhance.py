@@ -119,9 +119,9 @@ class SpatialGroupEnhance(keras.layers.Layer):
                 "`groups` must be a positive integer (the paper uses 64). "
                 f"Received: groups={groups!r}"
             )
-        if not isinstance(epsilon, (int, float)) or epsilon < 0:
+        if not isinstance(epsilon, (int, float)) or not 0 <= epsilon < float("inf"):
             raise ValueError(
-                f"`epsilon` must be a number >= 0. Received: epsilon={epsilon!r}"
+                f"`epsilon` must be a finite number >= 0. Received: epsilon={epsilon!r}"
             )
         data_format = data_format or keras.config.image_data_format()
         if data_format not in _DATA_FORMATS:

@@ -21,10 +21,19 @@ from keras_sge.training.config import DEMO_DEFAULTS, MODELS, RECIPES, TrainConfi
 from keras_sge.training.distribution import data_parallel, has_accelerator  # noqa: E402
 from keras_sge.training.evaluation import (  # noqa: E402
     PAPER_RESULTS,
+    IncompatibleModelError,
+    check_model,
     evaluate,
     evaluate_model_file,
     load_for_evaluation,
     results_table,
+)
+from keras_sge.training.files import (  # noqa: E402
+    AtomicCSVLogger,
+    AtomicModelCheckpoint,
+    RunInProgressError,
+    run_lock,
+    save_model_atomically,
 )
 from keras_sge.training.losses import SparseCategoricalCrossentropyWithSmoothing  # noqa: E402
 from keras_sge.training.optimizers import SGDWithL2  # noqa: E402
@@ -32,13 +41,17 @@ from keras_sge.training.schedules import StepDecay, make_schedule  # noqa: E402
 from keras_sge.training.trainer import TrainResult, build_model, train  # noqa: E402
 
 __all__ = [
+    "AtomicCSVLogger",
+    "AtomicModelCheckpoint",
     "ablation",
     "DEMO_DEFAULTS",
+    "IncompatibleModelError",
     "LearningRateLogger",
     "MODELS",
     "NonFiniteLossError",
     "PAPER_RESULTS",
     "RECIPES",
+    "RunInProgressError",
     "SGDWithL2",
     "SparseCategoricalCrossentropyWithSmoothing",
     "StepDecay",
@@ -47,6 +60,7 @@ __all__ = [
     "TrainResult",
     "TrainingCurves",
     "build_model",
+    "check_model",
     "data_parallel",
     "evaluate",
     "evaluate_model_file",
@@ -56,5 +70,7 @@ __all__ = [
     "plot_training_curves",
     "read_metrics",
     "results_table",
+    "run_lock",
+    "save_model_atomically",
     "train",
 ]

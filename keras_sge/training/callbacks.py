@@ -9,6 +9,8 @@ import os
 import keras
 import numpy as np
 
+from keras_sge.training.files import write_atomically, write_text_atomically
+
 
 class NonFiniteLossError(FloatingPointError):
     """Raised when the training loss becomes NaN or infinite."""
@@ -97,10 +99,9 @@ def keep_epochs_before(csv_path: str, epoch: int) -> None:
     if not lines:
         return
     header, rows = lines[0], lines[1:]
-    kept = [row for row in rows if row.strip() and int(float(row.split(",")[0])) < epoch]
+    kept = [row for row in rows if _is_number(row.split(",")[0]) and int(float(row.split(",")[0])) < epoch]
     if len(kept) != len(rows):
-        with open(csv_path, "w", newline="") as f:
-            f.writelines([header] + kept)
+        write_text_atomically(csv_path, "".join([header] + kept))
 
 
 def plot_training_curves(csv_path: str, png_path: str) -> None:
@@ -131,7 +132,7 @@ def plot_training_curves(csv_path: str, png_path: str) -> None:
         axis.grid(alpha=0.3)
         axis.legend()
     figure.tight_layout()
-    figure.savefig(png_path, dpi=100)
+    write_atomically(png_path, lambda temporary: figure.savefig(temporary, dpi=100, format="png"))
     plt.close(figure)
 
 

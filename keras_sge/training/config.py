@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any
 
 from keras_sge.applications.registry import MODELS
@@ -90,6 +91,8 @@ class TrainConfig:
         steps_per_epoch: optimizer steps per epoch (default: one pass over the
             training split).
         validation_steps: validation batches per epoch (default: the whole split).
+            When given, the batches are a fixed random sample of the split
+            (drawn from `seed`), the same in every epoch.
         lr: learning rate per 256 images; the peak rate is `lr * batch_size / 256`.
         momentum: SGD momentum.
         weight_decay: coupled L2 factor (added to the gradient before momentum).
@@ -99,7 +102,9 @@ class TrainConfig:
         schedule: `"step"` (x`lr_decay_factor` at `lr_milestones`) or `"cosine"`.
         lr_milestones: epochs of the step decay.
         lr_decay_factor: factor of the step decay.
-        warmup_epochs: epochs of linear warmup from 0 (may be fractional).
+        warmup_epochs: epochs of linear warmup from 0 (may be fractional). Left
+            unset, the recipe's value, lowered to `epochs / 2` when the run is
+            not longer than it.
         mixed_precision: `"none"`, `"bfloat16"`, `"float16"` (with dynamic loss
             scaling) or `"auto"` (bfloat16 on a GPU/TPU, none on a CPU).
         jit: compile with XLA / torch.compile; `None` lets Keras decide ("auto").
@@ -172,6 +177,9 @@ class TrainConfig:
                 values[key] = value
         if values["image_size"] is None:
             values["image_size"] = 224
+        if self.warmup_epochs is None and values["warmup_epochs"] >= values["epochs"]:
+            # A recipe's warmup the user did not ask for: keep it below the run.
+            values["warmup_epochs"] = values["epochs"] / 2
         if values["mixed_precision"] == "auto":
             values["mixed_precision"] = "bfloat16" if accelerator else "none"
         values["lr_milestones"] = [int(m) for m in values["lr_milestones"]]
@@ -203,6 +211,10 @@ class TrainConfig:
         for key, value in positive.items():
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{key}` must be a positive integer. Received: {value!r}")
+        for key in ("lr", "momentum", "weight_decay", "label_smoothing", "lr_decay_factor", "warmup_epochs"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"`{key}` must be a finite number. Received: {value!r}")
         if self.lr <= 0:
             raise ValueError(f"`lr` must be > 0. Received: {self.lr}")
         if self.weight_decay < 0:

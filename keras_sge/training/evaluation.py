@@ -2,19 +2,52 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import keras
+import numpy as np
 
 from keras_sge.training.trainer import accuracy_metrics, build_model
 
-# Authors' README, single 224 centre crop after resizing the short side to 256.
+# Authors' README, single 224 centre crop after resizing the short side to 256
+# (as fractions, like every accuracy this package returns).
 PAPER_RESULTS: dict[str, dict[str, float]] = {
-    "resnet50": {"top1": 76.384, "top5": 92.908},
-    "sge_resnet50": {"top1": 77.584, "top5": 93.664},
-    "resnet101": {"top1": 78.200, "top5": 93.906},
-    "sge_resnet101": {"top1": 78.798, "top5": 94.368},
+    "resnet50": {"top1": 0.76384, "top5": 0.92908},
+    "sge_resnet50": {"top1": 0.77584, "top5": 0.93664},
+    "resnet101": {"top1": 0.78200, "top5": 0.93906},
+    "sge_resnet101": {"top1": 0.78798, "top5": 0.94368},
 }
+
+
+class IncompatibleModelError(ValueError):
+    """Raised when a model cannot give meaningful numbers on a dataset."""
+
+
+def check_model(model: keras.Model, num_classes: int | None = None) -> None:
+    """Refuses a model whose weights are not finite or whose head does not fit.
+
+    Args:
+        model: a classifier ending in a softmax.
+        num_classes: the dataset's number of classes (`None`: not checked).
+
+    Raises:
+        IncompatibleModelError: a weight holds NaN/inf, or the model's output
+            size differs from `num_classes`.
+    """
+    outputs = model.output_shape[-1]
+    if num_classes is not None and outputs != num_classes:
+        raise IncompatibleModelError(
+            f"The model {model.name!r} outputs {outputs} classes but the dataset has "
+            f"{num_classes}: its numbers would mean nothing. Use a model trained on "
+            "this dataset (or a dataset with the model's classes)."
+        )
+    for variable in model.weights:
+        if not np.all(np.isfinite(keras.ops.convert_to_numpy(variable))):
+            raise IncompatibleModelError(
+                f"The model {model.name!r} has non-finite values (NaN or inf) in "
+                f"{variable.path!r}: the file is damaged or comes from a diverged run."
+            )
 
 _TORCH_SUFFIXES = (".pth", ".pth.tar", ".pt", ".tar")
 
@@ -27,37 +60,53 @@ def evaluate(
     jit_compile: bool | str = "auto",
     verbose: str | int = "auto",
 ) -> dict[str, float]:
-    """Top-1 and top-5 accuracy (in %) and the cross-entropy of a classifier.
+    """Top-1 and top-5 accuracy (fractions) and the cross-entropy of a classifier.
 
-    The model is (re)compiled with a plain cross-entropy and the two metrics
-    (with fewer than 5 classes, top-5 is top-`num_classes`, i.e. 100 %).
+    Runs a model that shares `model`'s layers and weights, compiled with a
+    plain cross-entropy and the two metrics (with fewer than 5 classes,
+    top-5 is top-`num_classes`, i.e. 1): `model` itself, its optimizer and
+    its compiled loss and metrics are left as they were.
 
     Args:
-        model: a classifier ending in a softmax.
+        model: a functional (or Sequential) classifier ending in a softmax.
         dataset: batches of `(images, integer labels)` (or with sample weights).
         steps: number of batches (default: the whole dataset).
         jit_compile: passed to `model.compile`.
         verbose: passed to `model.evaluate`.
 
     Returns:
-        `{"top1": ..., "top5": ..., "loss": ...}` with accuracies in percent.
+        `{"top1": ..., "top5": ..., "loss": ...}`, accuracies as fractions in [0, 1].
+
+    Raises:
+        IncompatibleModelError: the loss is not finite (NaN/inf outputs).
 
     Example:
 
     >>> val = keras_sge.data.load("demo", "validation", batch_size=64, image_size=32)
     >>> evaluate(model, val)["top1"]
     """
-    model.compile(
+    view = _shared_view(model)
+    view.compile(
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=accuracy_metrics(model.output_shape[-1]),
         jit_compile=jit_compile,
     )
-    logs = model.evaluate(dataset, steps=steps, verbose=verbose, return_dict=True)
+    logs = view.evaluate(dataset, steps=steps, verbose=verbose, return_dict=True)
+    if not math.isfinite(float(logs["loss"])):
+        raise IncompatibleModelError(
+            f"The model {model.name!r} gives a non-finite loss ({float(logs['loss'])}) on "
+            "this data: its outputs hold NaN/inf, or labels exceed its classes."
+        )
     return {
-        "top1": 100.0 * float(logs["top1"]),
-        "top5": 100.0 * float(logs["top5"]),
+        "top1": float(logs["top1"]),
+        "top5": float(logs["top5"]),
         "loss": float(logs["loss"]),
     }
+
+
+def _shared_view(model: keras.Model) -> keras.Model:
+    """A new `keras.Model` over the same layers and weights (compiling it leaves `model` alone)."""
+    return keras.Model(model.inputs, model.outputs, name=model.name)
 
 
 def load_for_evaluation(
@@ -143,7 +192,14 @@ def evaluate_model_file(
         verbose: `model.evaluate` verbosity.
 
     Returns:
-        `{"top1", "top5", "loss"}` (accuracies in percent) and `"num_classes"`.
+        `{"top1", "top5", "loss"}` (accuracies as fractions), `"num_classes"`,
+        `"image_size"`, and, with `steps`, `"partial": True` and
+        `"evaluated_batches"` (the batches are a fixed random sample of the
+        split, the same on every call).
+
+    Raises:
+        IncompatibleModelError: the model's classes differ from the dataset's,
+            or its weights or outputs are not finite.
     """
     from keras_sge import data
 
@@ -153,6 +209,9 @@ def evaluate_model_file(
         image_size = image_size or _model_image_size(network)
     image_size = image_size or 224
     folders = {"data_dir": data_dir, "manual_dir": manual_dir}
+    # A partial evaluation reads a fixed random sample, not the first files
+    # of a split stored class by class.
+    sample = {} if steps is None else {"sample_seed": 0}
     images, info = data.load(
         dataset,
         split,
@@ -160,21 +219,24 @@ def evaluate_model_file(
         image_size=image_size,
         training=False,
         with_info=True,
+        **sample,
         **{key: value for key, value in folders.items() if value is not None},
     )
     if network is None:
         network = load_for_evaluation(
             path, model=model, num_classes=info.num_classes, image_size=image_size
         )
+    check_model(network, info.num_classes)
     measured = evaluate(network, images, steps=steps, verbose=verbose)
-    return {**measured, "num_classes": info.num_classes, "image_size": image_size}
+    extra = {} if steps is None else {"partial": True, "evaluated_batches": steps}
+    return {**measured, "num_classes": info.num_classes, "image_size": image_size, **extra}
 
 
 def results_table(measured: dict[str, float], model: str | None = None) -> str:
     """A Markdown table of measured top-1/top-5 beside the paper's numbers.
 
     Args:
-        measured: `{"top1": ..., "top5": ...}` in percent.
+        measured: `{"top1": ..., "top5": ...}` as fractions (printed in percent).
         model: architecture name, to look up the paper's numbers.
 
     Returns:
@@ -183,10 +245,10 @@ def results_table(measured: dict[str, float], model: str | None = None) -> str:
     paper = PAPER_RESULTS.get(model or "", {})
 
     def cell(value):
-        return f"{value:.3f}" if value is not None else "-"
+        return f"{100 * value:.3f}" if value is not None else "-"
 
     lines = [
-        "| model | top-1 (measured) | top-1 (paper) | top-5 (measured) | top-5 (paper) |",
+        "| model | top-1 % (measured) | top-1 % (paper) | top-5 % (measured) | top-5 % (paper) |",
         "|---|---|---|---|---|",
         f"| {model or 'model'} | {cell(measured['top1'])} | {cell(paper.get('top1'))} "
         f"| {cell(measured['top5'])} | {cell(paper.get('top5'))} |",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -24,6 +25,15 @@ from keras_sge.training.callbacks import (
 )
 from keras_sge.training.config import TrainConfig
 from keras_sge.training.distribution import data_parallel, has_accelerator
+from keras_sge.training.files import (
+    AtomicCSVLogger,
+    AtomicModelCheckpoint,
+    check_backup,
+    remove_partial_files,
+    run_lock,
+    save_model_atomically,
+    write_json_atomically,
+)
 from keras_sge.training.losses import SparseCategoricalCrossentropyWithSmoothing
 from keras_sge.training.optimizers import SGDWithL2
 from keras_sge.training.schedules import make_schedule
@@ -46,6 +56,7 @@ class OutputPaths:
         self.last = os.path.join(self.checkpoints, "last.keras")
         self.backup = os.path.join(root, "backup")
         self.tensorboard = os.path.join(root, "tensorboard")
+        self.lock = os.path.join(root, "run.lock")
 
 
 @dataclasses.dataclass
@@ -149,7 +160,16 @@ def _load_datasets(config: TrainConfig, replicas: int):
     train_ds, info = data.load(
         config.dataset, config.train_split, training=config.train_augmentation, **common
     )
-    val_ds, val_info = data.load(config.dataset, config.val_split, training=False, **common)
+    partial = config.validation_steps is not None
+    # A partial validation reads a fixed random sample, not the first files of
+    # a split stored class by class.
+    val_ds, val_info = data.load(
+        config.dataset,
+        config.val_split,
+        training=False,
+        **common,
+        **({"sample_seed": config.seed} if partial else {}),
+    )
     steps = config.steps_per_epoch
     if steps is None:
         if not info.num_examples:
@@ -168,20 +188,19 @@ def _load_datasets(config: TrainConfig, replicas: int):
     val_steps = config.validation_steps
     if val_steps is None and val_info.num_examples:
         val_steps = math.ceil(val_info.num_examples / config.batch_size)
-    if val_steps is not None:
+    if partial:
+        # The same `val_steps` batches in every epoch, so epochs compare.
+        val_ds = val_ds.take(val_steps).repeat()
+        print(
+            f"Validation is partial: {val_steps} batches of {config.batch_size} images "
+            f"(of {val_info.num_examples or 'unknown'}) of {config.val_split}, a fixed "
+            f"random sample (seed {config.seed}), the same every epoch."
+        )
+    elif val_steps is not None:
         # `fit` keeps one validation iterator for all epochs: repeat the split and
         # give the number of batches per pass, so every epoch validates on it all.
         val_ds = val_ds.repeat()
     return train_ds.repeat(), val_ds, info, steps, val_steps
-
-
-def _read_backup_epoch(backup_dir: str) -> int:
-    """The epoch `BackupAndRestore` will resume from (0 when there is no backup)."""
-    path = os.path.join(backup_dir, "training_metadata.json")
-    if not os.path.exists(path):
-        return 0
-    with open(path) as f:
-        return int(json.load(f)["epoch"])
 
 
 def _prepare_output_dir(config: TrainConfig, paths: OutputPaths) -> int:
@@ -198,7 +217,11 @@ def _prepare_output_dir(config: TrainConfig, paths: OutputPaths) -> int:
             "another output directory (--output-dir) or pass overwrite=True (--overwrite)."
         )
     os.makedirs(paths.checkpoints, exist_ok=True)
-    resume_epoch = _read_backup_epoch(paths.backup)
+    if not config.multi_worker:
+        # Left by a killed run; this process holds the lock, so nobody writes them.
+        for folder in (paths.root, paths.checkpoints):
+            remove_partial_files(folder)
+    resume_epoch = check_backup(paths.backup)
     if resume_epoch and os.path.exists(paths.config):
         with open(paths.config) as f:
             saved = json.load(f)
@@ -239,6 +262,9 @@ def train(
     `train` again with the same configuration after an interruption resumes
     from the last finished epoch; removed when the run ends), and at the end
     `model.keras` and `results.json` (best and last validation top-1/top-5).
+    Every file is replaced atomically (a kill or a full disk leaves the
+    previous version), and `run.lock` keeps a second run out of the directory
+    while this one runs.
 
     Args:
         config: the run's `TrainConfig`.
@@ -252,6 +278,7 @@ def train(
     Raises:
         NonFiniteLossError: the training loss became NaN or infinite.
         FileExistsError: `output_dir` holds a finished run and `overwrite` is off.
+        RunInProgressError: another process is training in `output_dir`.
 
     Example:
 
@@ -260,6 +287,20 @@ def train(
     """
     config = config.resolved(accelerator=has_accelerator())
     paths = OutputPaths(config.output_dir)
+    os.makedirs(paths.root, exist_ok=True)
+    # With several workers only the chief, once known, may hold the lock.
+    lock = contextlib.nullcontext() if config.multi_worker else run_lock(paths.lock)
+    with lock:
+        return _train_in(config, paths, model_fn, callbacks)
+
+
+def _train_in(
+    config: TrainConfig,
+    paths: OutputPaths,
+    model_fn: ModelFn | None,
+    callbacks: Sequence[keras.callbacks.Callback],
+) -> TrainResult:
+    """`train` in an output directory whose run lock this process holds."""
     _prepare_output_dir(config, paths)
     keras.utils.set_random_seed(config.seed)
     previous_policy = keras.config.dtype_policy()
@@ -319,30 +360,31 @@ def train(
                 "peak_learning_rate": config.peak_learning_rate,
                 "steps_per_epoch": steps,
                 "validation_steps": val_steps,
+                "validation_partial": config.validation_steps is not None,
                 "num_classes": info.num_classes,
                 "train_examples": info.num_examples,
                 "image_data_format": keras.config.image_data_format(),
             }
-            with open(paths.config, "w") as f:
-                json.dump({**dataclasses.asdict(config), "derived": derived}, f, indent=2)
+            write_json_atomically(paths.config, {**dataclasses.asdict(config), "derived": derived})
             earlier = [row["val_top1"] for row in read_metrics(paths.metrics) if "val_top1" in row]
             all_callbacks = [
                 LearningRateLogger(),
                 StopOnNonFiniteLoss(),
-                keras.callbacks.CSVLogger(paths.metrics, append=True),
-                keras.callbacks.ModelCheckpoint(
+                AtomicCSVLogger(paths.metrics),
+                AtomicModelCheckpoint(
                     paths.best,
                     monitor="val_top1",
                     mode="max",
                     save_best_only=True,
                     initial_value_threshold=max(earlier) if earlier else None,
                 ),
-                keras.callbacks.ModelCheckpoint(paths.last),
+                AtomicModelCheckpoint(paths.last),
                 keras.callbacks.TensorBoard(paths.tensorboard, profile_batch=0),
                 TrainingCurves(paths.metrics, paths.curves),
                 # Last, so that its "epoch finished" record is written after
                 # every other output of the epoch.
-                keras.callbacks.BackupAndRestore(paths.backup),
+                # Two states: a kill while the newest is written leaves the previous.
+                keras.callbacks.BackupAndRestore(paths.backup, double_checkpoint=True),
                 *callbacks,
             ]
             start = time.perf_counter()
@@ -357,7 +399,7 @@ def train(
                 verbose=config.verbose,
             )
             wall_time = time.perf_counter() - start
-            model.save(paths.model)
+            save_model_atomically(model, paths.model)
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
@@ -365,20 +407,18 @@ def train(
     plot_training_curves(paths.metrics, paths.curves)
     best = _summary(max(history, key=lambda row: row.get("val_top1", float("-inf"))))
     last = _summary(history[-1])
-    with open(paths.results, "w") as f:
-        json.dump(
-            {
-                "finished": True,
-                "model": config.model if model_fn is None else "custom",
-                "best": best,
-                "last": last,
-                "epochs": len(history),
-                "fit_wall_time_s": round(wall_time, 2),
-                "derived": derived,
-            },
-            f,
-            indent=2,
-        )
+    write_json_atomically(
+        paths.results,
+        {
+            "finished": True,
+            "model": config.model if model_fn is None else "custom",
+            "best": best,
+            "last": last,
+            "epochs": len(history),
+            "fit_wall_time_s": round(wall_time, 2),
+            "derived": derived,
+        },
+    )
     return TrainResult(
         config=config,
         output_dir=paths.root,

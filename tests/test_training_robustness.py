@@ -1,0 +1,155 @@
+"""What a training run leaves behind when it is killed, runs out of disk, or meets another run."""
+
+import errno
+import json
+import os
+import socket
+import subprocess
+
+import keras
+import numpy as np
+import pytest
+
+from keras_sge.training import RunInProgressError, make_schedule, read_metrics, run_lock, train
+from keras_sge.training.files import write_json_atomically
+from tests.test_training_train import tiny_config, tiny_model
+
+
+class Killed(BaseException):
+    """Stands for a SIGKILL: nothing after it runs, not even `except Exception`."""
+
+
+def _partial_files(folder):
+    return [name for _, _, names in os.walk(folder) for name in names if ".partial" in name]
+
+
+def test_kill_while_the_backup_is_written_resumes_from_the_previous_one(tmp_path, capfd):
+    out = tmp_path / "run"
+    config = tiny_config(out, epochs=3, steps_per_epoch=3, lr=0.5, warmup_epochs=0)
+
+    def model_killed_in_second_backup(input_shape, num_classes):
+        model = tiny_model(input_shape, num_classes)
+        save_weights, calls = model.save_weights, []
+
+        def killed_half_way(filepath, *args, **kwargs):
+            calls.append(filepath)
+            save_weights(filepath, *args, **kwargs)
+            if len(calls) == 2:  # end of epoch 2: the file is half written when the kill comes
+                with open(filepath, "r+b") as f:
+                    f.truncate(os.path.getsize(filepath) // 2)
+                raise Killed()
+
+        model.save_weights = killed_half_way
+        return model
+
+    with pytest.raises(Killed):
+        train(config, model_fn=model_killed_in_second_backup)
+    capfd.readouterr()
+    # What a real kill would leave too: a half-written checkpoint of another process.
+    (out / "checkpoints" / ".last.keras.999999.partial.keras").write_bytes(b"PK")
+
+    result = train(config, model_fn=tiny_model)
+    assert "resuming from the previous one" in capfd.readouterr().err
+    rows = read_metrics(str(out / "metrics.csv"))
+    assert [row["epoch"] for row in rows] == [0, 1, 2]  # epoch 2 redone, logged once
+    # The optimizer state is the one after epoch 1: the schedule goes on from step 3.
+    schedule = make_schedule("cosine", peak_learning_rate=0.5 * 16 / 256, steps_per_epoch=3, epochs=3)
+    np.testing.assert_allclose([row["learning_rate"] for row in rows],
+                               [float(schedule(s)) for s in (0, 3, 6)], rtol=1e-5)
+    assert result.last["epoch"] == 3
+    assert (out / "metrics.csv").read_text().count("epoch,") == 1
+    assert not _partial_files(out)
+
+
+def test_full_disk_while_saving_a_checkpoint_keeps_the_previous_one(tmp_path):
+    out = tmp_path / "run"
+    config = tiny_config(out, epochs=2, steps_per_epoch=3, validation_steps=1)
+
+    def model_on_a_full_disk(input_shape, num_classes):
+        model = tiny_model(input_shape, num_classes)
+        save, calls = model.save, []
+
+        def fills_the_disk(filepath, *args, **kwargs):
+            calls.append(filepath)
+            if "last" in os.path.basename(filepath) and sum("last" in c for c in calls) == 2:
+                with open(filepath, "wb") as f:
+                    f.write(b"PK\x03\x04 cut short")
+                raise OSError(errno.ENOSPC, "No space left on device", filepath)
+            return save(filepath, *args, **kwargs)
+
+        model.save = fills_the_disk
+        return model
+
+    with pytest.raises(OSError, match="No space left"):
+        train(config, model_fn=model_on_a_full_disk)
+    last = keras.saving.load_model(str(out / "checkpoints" / "last.keras"))
+    assert int(keras.ops.convert_to_numpy(last.optimizer.iterations)) == 3  # epoch 1
+    keras.saving.load_model(str(out / "checkpoints" / "best.keras"))
+    assert not _partial_files(out)
+
+
+@pytest.mark.backend_independent
+def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path):
+    path = tmp_path / "results.json"
+    write_json_atomically(str(path), {"finished": True})
+
+    class Unserialisable:
+        pass
+
+    with pytest.raises(TypeError):
+        write_json_atomically(str(path), {"finished": Unserialisable()})
+    assert json.loads(path.read_text()) == {"finished": True}
+    assert os.listdir(tmp_path) == ["results.json"]
+
+
+def test_a_second_run_in_the_same_directory_is_refused_and_the_first_finishes(tmp_path):
+    out = tmp_path / "run"
+    config = tiny_config(out, validation_steps=1)
+    refusals = []
+
+    class SecondRun(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                try:
+                    train(config, model_fn=tiny_model)
+                except RunInProgressError as error:
+                    refusals.append(str(error))
+
+    result = train(config, model_fn=tiny_model, callbacks=[SecondRun()])
+    assert len(refusals) == 1
+    assert f"process {os.getpid()} on host {socket.gethostname()!r}" in refusals[0]
+    assert result.last["epoch"] == 2 and json.loads((out / "results.json").read_text())["finished"]
+    assert [row["epoch"] for row in read_metrics(str(out / "metrics.csv"))] == [0, 1]
+    assert (out / "metrics.csv").read_text().count("epoch,") == 1
+    assert not (out / "run.lock").exists()  # released
+
+
+@pytest.mark.backend_independent
+def test_the_lock_of_a_dead_process_is_taken_over_with_a_warning(tmp_path, capfd):
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    lock = tmp_path / "run.lock"
+    lock.write_text(json.dumps({"pid": finished.pid, "host": socket.gethostname(), "started": "x"}))
+    with run_lock(str(lock)) as mine:
+        assert json.loads(lock.read_text()) == mine and mine["pid"] == os.getpid()
+        with pytest.raises(RunInProgressError, match=f"process {os.getpid()}"):
+            with run_lock(str(lock)):
+                pass
+    assert f"taking over the lock {lock} of process {finished.pid}" in capfd.readouterr().err
+    assert not lock.exists()
+    lock.write_text(json.dumps({"pid": 1, "host": "another-host", "started": "x"}))
+    with pytest.raises(RunInProgressError, match="host 'another-host'"):
+        with run_lock(str(lock)):
+            pass
+
+
+@pytest.mark.backend_independent
+def test_train_program_refuses_a_directory_in_use(tmp_path, capsys):
+    from tests.test_programs_train import _program
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with run_lock(str(out / "run.lock")):
+        assert _program("train").main(["--output-dir", str(out), "--epochs", "1"]) == 2
+    assert f"is in use by another run: process {os.getpid()}" in capsys.readouterr().err
+    assert os.listdir(out) == []  # nothing touched

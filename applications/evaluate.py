@@ -4,9 +4,9 @@ Uses the paper's evaluation preprocessing (short side to image_size / 0.875,
 i.e. 256 for 224, then the central crop) and prints the paper's numbers beside
 the measured ones:
 
-    python applications/evaluate.py sge_resnet50.pth.tar --model sge_resnet50 \\
+    python applications/evaluate.py --model sge_resnet50 --weights sge_resnet50.pth.tar \\
         --dataset imagenet2012 --manual-dir ~/imagenet
-    python applications/evaluate.py runs/train/model.keras --dataset demo
+    python applications/evaluate.py --model runs/train/model.keras --dataset demo
 """
 
 from __future__ import annotations
@@ -15,14 +15,15 @@ import argparse
 import json
 import sys
 
-from keras_sge.training import MODELS, evaluate_model_file, results_table
+from keras_sge.applications import MODELS
+from keras_sge.training import evaluate_model_file, results_table
 from keras_sge.training.evaluation import IncompatibleModelError
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model_path", help="a .keras file, or a PyTorch checkpoint (.pth, .pth.tar, .pt, .tar)")
-    p.add_argument("--model", choices=MODELS, help="architecture (required for PyTorch checkpoints; picks the paper row)")
+    p.add_argument("--model", required=True, help=f"a .keras file, or a model name ({', '.join(MODELS)})")
+    p.add_argument("--weights", help="checkpoint to load into the model (.pth, .pth.tar, .pt, .tar, .weights.h5)")
     p.add_argument("--dataset", default="imagenet2012", help="imagenet2012 | demo | a tfds name | an image-folder path")
     p.add_argument("--split", default="validation")
     p.add_argument("--data-dir")
@@ -35,10 +36,10 @@ def main(argv=None) -> int:
 
     try:
         measured = evaluate_model_file(
-            args.model_path,
+            args.model,
+            args.weights,
             dataset=args.dataset,
             split=args.split,
-            model=args.model,
             image_size=args.image_size,
             batch_size=args.batch_size,
             data_dir=args.data_dir,
@@ -52,10 +53,10 @@ def main(argv=None) -> int:
             if measured.get("partial") else "")
     print(f"\n{args.dataset}/{args.split} at {measured['image_size']} px{part}: top-1 "
           f"{100 * measured['top1']:.3f}%, top-5 {100 * measured['top5']:.3f}%, loss {measured['loss']:.4f}\n")
-    print(results_table(measured, args.model))
+    print(results_table(measured, measured["model"]))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"model_path": args.model_path, "dataset": args.dataset, "split": args.split, **measured}, f, indent=2)
+            json.dump({"weights": args.weights, "dataset": args.dataset, "split": args.split, **measured}, f, indent=2)
     return 0
 
 

@@ -11,7 +11,7 @@ Examples:
     python applications/visualize.py --model runs/train/model.keras --output-dir runs/vis
     # the authors' checkpoint, on your own images
     python applications/visualize.py dog.jpg cat.jpg --model sge_resnet50 \
-        --checkpoint sge_resnet50.pth.tar --output-dir runs/vis
+        --weights sge_resnet50.pth.tar --output-dir runs/vis
 """
 
 from __future__ import annotations
@@ -27,14 +27,13 @@ import keras_sge  # noqa: F401  (registers the layer for loading)
 from keras_sge import applications, data, visualization
 from keras_sge.training import IncompatibleModelError, check_model
 
-BUILDERS = {name: spec.builder for name, spec in applications.MODELS.items() if spec.attention}
-
-
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("images", nargs="*", help="image files; default: images of --dataset")
-    parser.add_argument("--model", required=True, help="a .keras file, or sge_resnet50 / sge_resnet101 with --checkpoint")
-    parser.add_argument("--checkpoint", default=None, help="the authors' PyTorch checkpoint (with a builder name as --model)")
+    parser.add_argument("--model", required=True, help="a .keras file, or a model name (e.g. sge_resnet50) with --weights")
+    parser.add_argument("--weights", default=None, help="checkpoint to load (an authors' .pth.tar or a .weights.h5 file)")
     parser.add_argument("--image-size", type=int, default=None, help="default: the model's input size, else 224")
     parser.add_argument("--dataset", default="demo", help="dataset of the images when no file is given (see keras_sge.data.load)")
     parser.add_argument("--split", default="validation")
@@ -51,18 +50,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def load_model(args: argparse.Namespace) -> keras.Model:
-    if args.model in BUILDERS:
-        if args.checkpoint is None:
-            raise SystemExit(f"--model {args.model} needs --checkpoint (the authors' PyTorch file).")
-        return BUILDERS[args.model](weights=args.checkpoint)
-    if not args.model.endswith(".keras") or not os.path.isfile(args.model):
-        raise SystemExit(
-            f"--model must be an existing .keras file or one of {sorted(BUILDERS)}; got {args.model!r}."
-        )
-    if args.checkpoint is not None:
-        raise SystemExit("--checkpoint only goes with a builder name as --model.")
-    # safe_mode (the default) refuses to deserialise code from the file.
-    return keras.saving.load_model(args.model, compile=False)
+    if args.model in applications.MODELS and args.weights is None:
+        raise SystemExit(f"--model {args.model} needs --weights (a trained checkpoint).")
+    try:
+        return applications.create_model(args.model, args.weights)
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 def main(argv=None) -> dict[str, str]:

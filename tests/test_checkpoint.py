@@ -10,8 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from keras_sge import applications  # noqa: E402
 from benchmarks import torch_resnet  # noqa: E402
+from keras_sge import applications  # noqa: E402
 from tests.conftest import BACKEND, channels_first_convs_supported, subprocess_env  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -256,3 +256,30 @@ def test_convert_checkpoint_program(tmp_path):
     model = keras.saving.load_model(output)
     model.get_layer("fc").activation = keras.activations.linear  # compare logits, not softmax
     assert _max_abs(_keras_forward(model, images), logits) <= TOLERANCE
+
+
+def test_evaluate_program_measures_an_authors_checkpoint_like_pytorch(tmp_path, capsys):
+    import importlib.util
+
+    from keras_sge import data
+
+    net = _randomize(torch_resnet.sge_resnet18(num_classes=4), seed=6)
+    path = str(tmp_path / "sge_resnet18.pth.tar")
+    _save_as_authors(net, path)
+    spec = importlib.util.spec_from_file_location("evaluate", os.path.join(ROOT, "applications", "evaluate.py"))
+    program = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(program)
+    out = str(tmp_path / "eval.json")
+    code = program.main(["--model", "sge_resnet18", "--weights", path, "--dataset", "demo",
+                         "--image-size", "40", "--batch-size", "16", "--steps", "1", "--json", out])
+    assert code == 0
+    measured = __import__("json").load(open(out))
+    # The same sampled batch through the plain-PyTorch network.
+    # (40 px leaves 2x2 maps in the last stage, where the authors' module is defined.)
+    batch = data.load("demo", "validation", batch_size=16, image_size=40, sample_seed=0).take(1)
+    images, labels = next(batch.as_numpy_iterator())
+    if keras.config.image_data_format() == "channels_last":
+        images = np.transpose(images, (0, 3, 1, 2))
+    logits, _ = _torch_outputs(net, np.ascontiguousarray(images))
+    assert measured["top1"] == pytest.approx(np.mean(np.argmax(logits, -1) == labels), abs=1e-6)
+    assert measured["model"] == "sge_resnet18" and measured["weights"] == path

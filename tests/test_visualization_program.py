@@ -61,9 +61,9 @@ def test_program_on_image_files(tmp_path, rng):
 
 def test_program_rejects_bad_models(tmp_path):
     program = _program()
-    with pytest.raises(SystemExit, match="needs --checkpoint"):
+    with pytest.raises(SystemExit, match="needs --weights"):
         program.main(["--model", "sge_resnet50"])
-    with pytest.raises(SystemExit, match="existing .keras file"):
+    with pytest.raises(SystemExit, match="No .keras model file"):
         program.main(["--model", str(tmp_path / "missing.keras")])
 
 

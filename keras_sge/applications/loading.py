@@ -46,6 +46,11 @@ def create_model(
         return model_spec(path).builder(
             weights=weights, input_shape=input_shape, classes=classes, **builder_kwargs
         )
+    if path.endswith((".pth", ".pth.tar", ".pt", ".tar", ".weights.h5")):
+        raise ValueError(
+            f"{path!r} is a checkpoint, not a model: pass it as weights= (--weights) "
+            "and name its architecture as model= (--model), e.g. 'sge_resnet50'."
+        )
     if not path.endswith(".keras"):
         raise ValueError(
             f"`model` must be a model name ({', '.join(MODELS)}) or a .keras file. "

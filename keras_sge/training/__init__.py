@@ -20,12 +20,10 @@ from keras_sge.training.callbacks import (  # noqa: E402
 from keras_sge.training.config import DEMO_DEFAULTS, MODELS, RECIPES, TrainConfig  # noqa: E402
 from keras_sge.training.distribution import data_parallel, has_accelerator  # noqa: E402
 from keras_sge.training.evaluation import (  # noqa: E402
-    PAPER_RESULTS,
     IncompatibleModelError,
     check_model,
     evaluate,
     evaluate_model_file,
-    load_for_evaluation,
     results_table,
 )
 from keras_sge.training.files import (  # noqa: E402
@@ -49,7 +47,6 @@ __all__ = [
     "LearningRateLogger",
     "MODELS",
     "NonFiniteLossError",
-    "PAPER_RESULTS",
     "RECIPES",
     "RunInProgressError",
     "SGDWithL2",
@@ -65,7 +62,6 @@ __all__ = [
     "evaluate",
     "evaluate_model_file",
     "has_accelerator",
-    "load_for_evaluation",
     "make_schedule",
     "plot_training_curves",
     "read_metrics",

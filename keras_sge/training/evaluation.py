@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import math
-import os
 
 import keras
 import numpy as np
 
-from keras_sge.training.trainer import accuracy_metrics, build_model
-
-# Authors' README, single 224 centre crop after resizing the short side to 256
-# (as fractions, like every accuracy this package returns).
-PAPER_RESULTS: dict[str, dict[str, float]] = {
-    "resnet50": {"top1": 0.76384, "top5": 0.92908},
-    "sge_resnet50": {"top1": 0.77584, "top5": 0.93664},
-    "resnet101": {"top1": 0.78200, "top5": 0.93906},
-    "sge_resnet101": {"top1": 0.78798, "top5": 0.94368},
-}
-
+from keras_sge.applications import MODELS, create_model
+from keras_sge.training.trainer import accuracy_metrics
 
 class IncompatibleModelError(ValueError):
     """Raised when a model cannot give meaningful numbers on a dataset."""
@@ -49,7 +39,6 @@ def check_model(model: keras.Model, num_classes: int | None = None) -> None:
                 f"{variable.path!r}: the file is damaged or comes from a diverged run."
             )
 
-_TORCH_SUFFIXES = (".pth", ".pth.tar", ".pt", ".tar")
 
 
 def evaluate(
@@ -109,63 +98,17 @@ def _shared_view(model: keras.Model) -> keras.Model:
     return keras.Model(model.inputs, model.outputs, name=model.name)
 
 
-def load_for_evaluation(
-    path: str,
-    *,
-    model: str | None = None,
-    num_classes: int = 1000,
-    image_size: int = 224,
-) -> keras.Model:
-    """Loads a trained `.keras` model, or an authors' PyTorch checkpoint.
-
-    `.keras` files load with `safe_mode=True` (no code runs from the file).
-    PyTorch checkpoints (`.pth`, `.pth.tar`, `.pt`, `.tar`) are read without
-    executing code (`weights_only=True`) into a freshly built `model` through
-    `keras_sge.applications.load_pytorch_checkpoint`.
-
-    Args:
-        path: the file.
-        model: architecture of a PyTorch checkpoint (`sge_resnet50`, ...).
-        num_classes: classes of a PyTorch checkpoint's head.
-        image_size: input size the model is built for (PyTorch checkpoints).
-
-    Returns:
-        The `keras.Model`.
-    """
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"No model file at {path!r}.")
-    if path.endswith(".keras"):
-        return keras.saving.load_model(path, compile=False, safe_mode=True)
-    if path.endswith(_TORCH_SUFFIXES):
-        if model is None:
-            raise ValueError(
-                f"{path!r} is a PyTorch checkpoint: name its architecture with "
-                "model= (--model), e.g. 'sge_resnet50'."
-            )
-        from keras_sge import applications
-
-        channels_first = keras.config.image_data_format() == "channels_first"
-        input_shape = (3, image_size, image_size) if channels_first else (image_size, image_size, 3)
-        network = build_model(model, input_shape=input_shape, num_classes=num_classes)
-        applications.load_pytorch_checkpoint(network, path)
-        return network
-    raise ValueError(
-        f"Unsupported model file {path!r}: expected a .keras file or a PyTorch "
-        f"checkpoint ({', '.join(_TORCH_SUFFIXES)})."
-    )
-
-
 def _model_image_size(model: keras.Model) -> int | None:
     shape = model.input_shape
     return shape[2] if keras.config.image_data_format() == "channels_first" else shape[1]
 
 
 def evaluate_model_file(
-    path: str,
+    model: str,
+    weights: str | None = None,
     *,
     dataset: str = "imagenet2012",
     split: str = "validation",
-    model: str | None = None,
     image_size: int | None = None,
     batch_size: int = 100,
     data_dir: str | None = None,
@@ -173,17 +116,19 @@ def evaluate_model_file(
     steps: int | None = None,
     verbose: str | int = "auto",
 ) -> dict[str, float]:
-    """Loads a model file and measures its top-1/top-5 on a dataset split.
+    """Loads a model and measures its top-1/top-5 on a dataset split.
 
     The split goes through `keras_sge.data.load(..., training=False)`: the
     paper's evaluation preprocessing (short side to `image_size / 0.875`, then
     the central `image_size` crop, ImageNet mean/std).
 
     Args:
-        path: a `.keras` file or an authors' PyTorch checkpoint.
+        model: a model name (e.g. `"sge_resnet50"`, built with the dataset's
+            class count) or a `.keras` file, as `keras_sge.applications.create_model`.
+        weights: optional checkpoint to load into it (an authors' `.pth.tar`
+            or a `.weights.h5` file).
         dataset: `keras_sge.data.load` dataset name or folder.
         split: the split to evaluate.
-        model: architecture of a PyTorch checkpoint.
         image_size: crop size; default the `.keras` model's input size, else 224.
         batch_size: evaluation batch size.
         data_dir: tfds data directory.
@@ -192,20 +137,25 @@ def evaluate_model_file(
         verbose: `model.evaluate` verbosity.
 
     Returns:
-        `{"top1", "top5", "loss"}` (accuracies as fractions), `"num_classes"`,
-        `"image_size"`, and, with `steps`, `"partial": True` and
-        `"evaluated_batches"` (the batches are a fixed random sample of the
-        split, the same on every call).
+        `{"top1", "top5", "loss"}` (accuracies as fractions), `"model"` (the
+        model's name), `"num_classes"`, `"image_size"`, and, with `steps`,
+        `"partial": True` and `"evaluated_batches"` (the batches are a fixed
+        random sample of the split, the same on every call).
 
     Raises:
         IncompatibleModelError: the model's classes differ from the dataset's,
             or its weights or outputs are not finite.
+
+    Example:
+
+    >>> evaluate_model_file("sge_resnet50", "sge_resnet50.pth.tar",
+    ...                     dataset="imagenet2012", manual_dir="~/imagenet")
     """
     from keras_sge import data
 
     network = None
-    if path.endswith(".keras"):
-        network = load_for_evaluation(path)
+    if model not in MODELS:
+        network = create_model(model, weights)
         image_size = image_size or _model_image_size(network)
     image_size = image_size or 224
     folders = {"data_dir": data_dir, "manual_dir": manual_dir}
@@ -223,13 +173,21 @@ def evaluate_model_file(
         **{key: value for key, value in folders.items() if value is not None},
     )
     if network is None:
-        network = load_for_evaluation(
-            path, model=model, num_classes=info.num_classes, image_size=image_size
+        channels_first = keras.config.image_data_format() == "channels_first"
+        input_shape = (3, image_size, image_size) if channels_first else (image_size, image_size, 3)
+        network = create_model(
+            model, weights, input_shape=input_shape, classes=info.num_classes
         )
     check_model(network, info.num_classes)
     measured = evaluate(network, images, steps=steps, verbose=verbose)
     extra = {} if steps is None else {"partial": True, "evaluated_batches": steps}
-    return {**measured, "num_classes": info.num_classes, "image_size": image_size, **extra}
+    return {
+        **measured,
+        "model": network.name,
+        "num_classes": info.num_classes,
+        "image_size": image_size,
+        **extra,
+    }
 
 
 def results_table(measured: dict[str, float], model: str | None = None) -> str:
@@ -237,12 +195,14 @@ def results_table(measured: dict[str, float], model: str | None = None) -> str:
 
     Args:
         measured: `{"top1": ..., "top5": ...}` as fractions (printed in percent).
-        model: architecture name, to look up the paper's numbers.
+        model: a `keras_sge.applications.MODELS` name, whose paper numbers
+            are shown (none for other names).
 
     Returns:
         The table as a string.
     """
-    paper = PAPER_RESULTS.get(model or "", {})
+    spec = MODELS.get(model or "")
+    paper = {"top1": spec.paper_top1, "top5": spec.paper_top5} if spec else {}
 
     def cell(value):
         return f"{100 * value:.3f}" if value is not None else "-"

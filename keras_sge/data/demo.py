@@ -223,24 +223,16 @@ def load_demo(
     batch_size: int,
     image_size: int = 224,
     data_dir: str | None = None,
-    training: bool | None = None,
-    seed: int | None = None,
-    dtype: str | None = None,
-    with_info: bool = False,
     num_train: int = DEFAULT_NUM_TRAIN,
     num_validation: int = DEFAULT_NUM_VALIDATION,
     demo_seed: int = 0,
-    shard: tuple[int, int] | None = None,
-    input_context=None,
-    min_crop_area: float = DEFAULT_MIN_CROP_AREA,
-    sample_seed: int | None = None,
+    **pipeline_options,
 ):
     """Loads the offline demo dataset (4 classes of shapes), generating it once.
 
-    Same contract as `load_image_folder`, which does the reading: batched
-    `(images, int32 labels)`, ImageNet normalisation, augmentation iff
-    training. Small image sizes (e.g. 64) suit it: the JPEGs are 72-112
-    pixels a side.
+    Read by `load_image_folder`: batched `(images, int32 labels)`, ImageNet
+    normalisation, augmentation iff training. Small image sizes (e.g. 64)
+    suit it: the JPEGs are 72-112 pixels a side.
 
     Args:
         split: `"train"` or `"validation"` (alias `"val"`).
@@ -248,21 +240,13 @@ def load_demo(
         image_size: side of the square images.
         data_dir: cache root of the generated files; default
             `$KERAS_SGE_DATA_DIR` or `~/.cache/keras_sge`.
-        training: augment/shuffle/drop remainder; default: iff `split` is
-            `"train"`.
-        seed: shuffle and augmentation seed.
-        dtype: image dtype, default float32.
-        with_info: also return a `DatasetInfo`.
         num_train: size of the generated training split.
         num_validation: size of the generated validation split.
         demo_seed: seed of the generated images.
-        shard: `(index, count)`: read only this shard.
-        input_context: a `tf.distribute.InputContext`.
-        min_crop_area: smallest area fraction of the training random crop;
-            0.35 by default (ImageNet's 0.08 crops often miss the one
-            object of a demo image and so teach noise).
-        sample_seed: evaluation only: a fixed random order of the images
-            (see `load_image_folder`).
+        **pipeline_options: `training`, `seed`, `dtype`, `with_info`, `shard`,
+            `input_context`, `min_crop_area` (0.35 here by default: ImageNet's
+            0.08 crops often miss the one object of a demo image and so teach
+            noise), `sample_seed`, as documented in `keras_sge.data.load`.
 
     Returns:
         A `tf.data.Dataset`, or `(dataset, info)` with `with_info=True`.
@@ -279,17 +263,7 @@ def load_demo(
     folder = prepare_demo(
         data_dir, num_train=num_train, num_validation=num_validation, seed=demo_seed
     )
+    pipeline_options.setdefault("min_crop_area", DEFAULT_MIN_CROP_AREA)
     return image_folder.load_image_folder(
-        folder,
-        split,
-        batch_size=batch_size,
-        image_size=image_size,
-        training=training,
-        seed=seed,
-        dtype=dtype,
-        with_info=with_info,
-        shard=shard,
-        input_context=input_context,
-        min_crop_area=min_crop_area,
-        sample_seed=sample_seed,
+        folder, split, batch_size=batch_size, image_size=image_size, **pipeline_options
     )

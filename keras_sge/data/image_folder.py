@@ -222,21 +222,11 @@ def load_image_folder(
         split: `"train"`, `"validation"` (alias `"val"`), `"test"`, or `None`.
         batch_size: examples per batch (global batch with `input_context`).
         image_size: side of the square images.
-        training: augment/shuffle/drop remainder; default: `True` iff
-            `split` is a training split.
-        seed: makes shuffle and augmentation reproducible.
-        dtype: image dtype, default float32 (e.g. `"bfloat16"`).
-        with_info: also return a `DatasetInfo`.
         validation_fraction: carve the validation split out of the training
             images (between 0 and 1).
-        shard: `(index, count)`: read only this shard of the files.
-        input_context: a `tf.distribute.InputContext`: per-replica batch and
-            shard.
-        min_crop_area: smallest area fraction of the training random crop.
-        sample_seed: evaluation only: read the files in a fixed random order
-            drawn from this seed (the same on every pass), so that the first
-            batches are a class-balanced sample of the split (for a partial
-            validation, e.g. `model.evaluate(..., steps=N)`).
+        training, seed, dtype, with_info, shard, input_context,
+            min_crop_area, sample_seed: the pipeline options, as documented
+            in `keras_sge.data.load` (`shard` splits the file list).
 
     Returns:
         A batched `tf.data.Dataset` of `(images, labels)`, or

@@ -17,13 +17,36 @@ def load(dataset: str, split: str, *, batch_size: int, image_size: int = 224, **
     - an existing folder: an image folder (`load_image_folder`);
     - anything else: a tensorflow-datasets name (`load_tfds`).
 
+    The pipeline options below are the same for every source; the sources'
+    own arguments (`data_dir`, `manual_dir`, `download`, `validation_fraction`,
+    the demo's sizes) are passed through to their loaders.
+
     Args:
         dataset: source name or folder path.
         split: split name, e.g. `"train"`, `"validation"`, `"train[:1%]"`.
-        batch_size: examples per batch.
+        batch_size: examples per batch (the global batch with
+            `input_context`).
         image_size: side of the square images.
-        **kwargs: passed to the source's loader (`data_dir`, `manual_dir`,
-            `training`, `seed`, `dtype`, `with_info`, `shard`, ...).
+        **kwargs: the source's own arguments and these pipeline options:
+            - `training`: shuffle, augment (random resized crop, flip) and
+              drop the remainder; default: iff `split` is a training split.
+              Otherwise the evaluation crop: short side to
+              `image_size / 0.875`, central crop.
+            - `seed`: makes file order, shuffle and augmentation reproducible.
+            - `dtype`: image dtype, default float32 (e.g. `"bfloat16"`).
+            - `with_info`: also return a `DatasetInfo` (classes, names, size).
+            - `shard`: `(index, count)`: read only this shard (e.g. one JAX
+              process's).
+            - `input_context`: a `tf.distribute.InputContext`: per-replica
+              batch and shard.
+            - `min_crop_area`: smallest area fraction of the training random
+              crop (0.08, as Inception and the authors).
+            - `sample_seed`: evaluation only: read the split in a fixed random
+              order drawn from this seed, the same on every pass, so that its
+              first batches are a class-balanced sample (for a partial
+              validation, e.g. `model.evaluate(..., steps=N)`).
+            - `shuffle_buffer_size` (tfds sources): training shuffle buffer in
+              examples (default `min(num_examples, 10000)` encoded images).
 
     Returns:
         A batched `tf.data.Dataset` of `(images, int32 labels)`, or

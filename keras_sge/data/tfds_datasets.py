@@ -38,16 +38,17 @@ def _load_from_builder(
     *,
     batch_size: int,
     image_size: int,
-    training: bool | None,
-    seed: int | None,
-    dtype: str | None,
-    with_info: bool,
-    shuffle_buffer_size: int | None,
-    shard: tuple[int, int] | None,
-    input_context: tf.distribute.InputContext | None,
-    min_crop_area: float,
+    training: bool | None = None,
+    seed: int | None = None,
+    dtype: str | None = None,
+    with_info: bool = False,
+    shuffle_buffer_size: int | None = None,
+    shard: tuple[int, int] | None = None,
+    input_context: tf.distribute.InputContext | None = None,
+    min_crop_area: float = 0.08,
     sample_seed: int | None = None,
 ):
+    """The pipeline of a prepared tfds builder; arguments as `keras_sge.data.load`."""
     pipeline.check_image_size(image_size)
     pipeline.check_min_crop_area(min_crop_area)
     batch_size, shard_index, shard_count = pipeline.resolve_sharding(
@@ -125,16 +126,8 @@ def load_tfds(
     batch_size: int,
     image_size: int = 224,
     data_dir: str | None = None,
-    training: bool | None = None,
-    seed: int | None = None,
-    dtype: str | None = None,
-    with_info: bool = False,
     download: bool = True,
-    shuffle_buffer_size: int | None = None,
-    shard: tuple[int, int] | None = None,
-    input_context: tf.distribute.InputContext | None = None,
-    min_crop_area: float = 0.08,
-    sample_seed: int | None = None,
+    **pipeline_options,
 ):
     """Loads a tensorflow-datasets image classification dataset for `model.fit`.
 
@@ -150,22 +143,10 @@ def load_tfds(
         image_size: side of the square images.
         data_dir: tfds data folder (default `~/tensorflow_datasets` or
             `$TFDS_DATA_DIR`).
-        training: augment/shuffle/drop remainder; default: `True` iff the
-            split is a training split.
-        seed: makes file order, shuffle and augmentation reproducible.
-        dtype: image dtype, default float32 (e.g. `"bfloat16"`).
-        with_info: also return a `DatasetInfo`.
         download: download and prepare the dataset if needed.
-        shuffle_buffer_size: training shuffle buffer in examples (default
-            `min(num_examples, 10000)`, encoded images).
-        shard: `(index, count)`: read only this shard (`tfds.even_splits`).
-        input_context: a `tf.distribute.InputContext`: per-replica batch and
-            shard.
-        min_crop_area: smallest area fraction of the training random crop.
-        sample_seed: evaluation only: read the split in a fixed random order
-            drawn from this seed (shuffled files, then a shuffle buffer of
-            encoded images; the same on every pass), so that its first
-            batches are a sample of the whole split.
+        **pipeline_options: `training`, `seed`, `dtype`, `with_info`,
+            `shuffle_buffer_size`, `shard`, `input_context`, `min_crop_area`,
+            `sample_seed`, as documented in `keras_sge.data.load`.
 
     Returns:
         A batched `tf.data.Dataset` of `(images, labels)`, or
@@ -180,19 +161,7 @@ def load_tfds(
     if download:
         builder.download_and_prepare()
     return _load_from_builder(
-        builder,
-        split,
-        batch_size=batch_size,
-        image_size=image_size,
-        training=training,
-        seed=seed,
-        dtype=dtype,
-        with_info=with_info,
-        shuffle_buffer_size=shuffle_buffer_size,
-        shard=shard,
-        input_context=input_context,
-        min_crop_area=min_crop_area,
-        sample_seed=sample_seed,
+        builder, split, batch_size=batch_size, image_size=image_size, **pipeline_options
     )
 
 
@@ -211,15 +180,7 @@ def load_imagenet(
     image_size: int = 224,
     data_dir: str | None = None,
     manual_dir: str | None = None,
-    training: bool | None = None,
-    seed: int | None = None,
-    dtype: str | None = None,
-    with_info: bool = False,
-    shuffle_buffer_size: int | None = None,
-    shard: tuple[int, int] | None = None,
-    input_context: tf.distribute.InputContext | None = None,
-    min_crop_area: float = 0.08,
-    sample_seed: int | None = None,
+    **pipeline_options,
 ):
     """Loads ImageNet (ILSVRC 2012) through the tfds `imagenet2012` builder.
 
@@ -237,22 +198,11 @@ def load_imagenet(
         data_dir: tfds data folder (default `~/tensorflow_datasets` or
             `$TFDS_DATA_DIR`).
         manual_dir: folder holding the two archives.
-        training: augment/shuffle/drop remainder; default: iff `split` is a
-            training split.
-        seed: makes file order, shuffle and augmentation reproducible.
-        dtype: image dtype, default float32 (e.g. `"bfloat16"`).
-        with_info: also return a `DatasetInfo` (1000 classes, WordNet ids
-            as names).
-        shuffle_buffer_size: training shuffle buffer in examples (default
-            10000 encoded images, about 1.1 GB).
-        shard: `(index, count)`: read only this shard.
-        input_context: a `tf.distribute.InputContext`: per-replica batch and
-            shard.
-        min_crop_area: smallest area fraction of the training random crop.
-        sample_seed: evaluation only: read the split in a fixed random order
-            drawn from this seed (shuffled files, then a shuffle buffer of
-            encoded images; the same on every pass), so that its first
-            batches are a sample of the whole split.
+        **pipeline_options: `training`, `seed`, `dtype`, `with_info` (1000
+            classes, WordNet ids as names), `shuffle_buffer_size` (default
+            10000 encoded images, about 1.1 GB), `shard`, `input_context`,
+            `min_crop_area`, `sample_seed`, as documented in
+            `keras_sge.data.load`.
 
     Returns:
         A batched `tf.data.Dataset` of `(images, labels)`, or
@@ -311,17 +261,5 @@ def load_imagenet(
                 "not a tar file. Download it again from https://image-net.org."
             ) from error
     return _load_from_builder(
-        builder,
-        split,
-        batch_size=batch_size,
-        image_size=image_size,
-        training=training,
-        seed=seed,
-        dtype=dtype,
-        with_info=with_info,
-        shuffle_buffer_size=shuffle_buffer_size,
-        shard=shard,
-        input_context=input_context,
-        min_crop_area=min_crop_area,
-        sample_seed=sample_seed,
+        builder, split, batch_size=batch_size, image_size=image_size, **pipeline_options
     )

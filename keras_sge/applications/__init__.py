@@ -4,6 +4,7 @@ from keras_sge.applications.checkpoint import load_pytorch_checkpoint
 from keras_sge.applications.loading import create_model
 from keras_sge.applications.preprocessing import preprocess_input
 from keras_sge.applications.registry import MODELS, ModelSpec, model_spec
+from keras_sge.applications.transfer import TransferReport, transfer_weights
 from keras_sge.applications.resnet import (
     ResNet18,
     ResNet34,
@@ -29,6 +30,7 @@ __all__ = [
     "SGEResNet34",
     "SGEResNet50",
     "SGEResNet101",
+    "TransferReport",
     "build_resnet",
     "create_model",
     "load_pytorch_checkpoint",
@@ -36,4 +38,5 @@ __all__ = [
     "model_spec",
     "preprocess_input",
     "pyramid_outputs",
+    "transfer_weights",
 ]

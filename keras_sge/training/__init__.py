@@ -8,7 +8,7 @@ from keras_sge.training.callbacks import (
     plot_training_curves,
     read_metrics,
 )
-from keras_sge.training.config import DEMO_DEFAULTS, MODELS, RECIPES, TrainConfig
+from keras_sge.training.config import DEMO_DEFAULTS, FINETUNE_DEFAULTS, MODELS, RECIPES, TrainConfig
 from keras_sge.training.distribution import data_parallel, has_accelerator
 from keras_sge.training.evaluation import (
     PAPER_RESULTS,
@@ -24,6 +24,7 @@ from keras_sge.training.trainer import TrainResult, build_model, train
 
 __all__ = [
     "DEMO_DEFAULTS",
+    "FINETUNE_DEFAULTS",
     "LearningRateLogger",
     "MODELS",
     "NonFiniteLossError",

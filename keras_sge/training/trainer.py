@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -23,6 +24,7 @@ from keras_sge.training.callbacks import (
     read_metrics,
 )
 from keras_sge.training.config import TrainConfig
+from keras_sge.training import finetune
 from keras_sge.training.distribution import data_parallel, has_accelerator
 from keras_sge.training.losses import SparseCategoricalCrossentropyWithSmoothing
 from keras_sge.training.optimizers import SGDWithL2
@@ -260,7 +262,7 @@ def train(
     """
     config = config.resolved(accelerator=has_accelerator())
     paths = OutputPaths(config.output_dir)
-    _prepare_output_dir(config, paths)
+    resume_epoch = _prepare_output_dir(config, paths)
     keras.utils.set_random_seed(config.seed)
     previous_policy = keras.config.dtype_policy()
     if config.mixed_precision != "none":
@@ -286,6 +288,7 @@ def train(
                     groups=config.groups,
                     sge_options=config.sge_options,
                 )
+            tuning = finetune.prepare(model, config)
             schedule = make_schedule(
                 config.schedule,
                 peak_learning_rate=config.peak_learning_rate,
@@ -300,6 +303,7 @@ def train(
                 momentum=config.momentum,
                 l2=config.weight_decay,
                 decay_vectors=config.decay_all_parameters,
+                lr_multipliers=None if tuning is None else tuning.lr_multipliers,
             )
             if config.label_smoothing:
                 loss = SparseCategoricalCrossentropyWithSmoothing(config.label_smoothing)
@@ -320,6 +324,7 @@ def train(
                 "steps_per_epoch": steps,
                 "validation_steps": val_steps,
                 "num_classes": info.num_classes,
+                "class_names": list(info.class_names) if info.class_names else None,
                 "train_examples": info.num_examples,
                 "image_data_format": keras.config.image_data_format(),
             }
@@ -345,8 +350,9 @@ def train(
                 keras.callbacks.BackupAndRestore(paths.backup),
                 *callbacks,
             ]
+            fit = model.fit if tuning is None else functools.partial(tuning.fit, model, resume_epoch)
             start = time.perf_counter()
-            model.fit(
+            fit(
                 train_ds,
                 epochs=config.epochs,
                 steps_per_epoch=steps,

@@ -1,6 +1,7 @@
 """SGE-ResNet and ResNet baselines, preprocessing and checkpoint loading."""
 
 from keras_sge.applications.checkpoint import load_pytorch_checkpoint
+from keras_sge.applications.imagenet import decode_predictions, imagenet_classes
 from keras_sge.applications.loading import create_model
 from keras_sge.applications.preprocessing import preprocess_input
 from keras_sge.applications.registry import MODELS, ModelSpec, model_spec
@@ -33,6 +34,8 @@ __all__ = [
     "TransferReport",
     "build_resnet",
     "create_model",
+    "decode_predictions",
+    "imagenet_classes",
     "load_pytorch_checkpoint",
     "load_weights",
     "model_spec",

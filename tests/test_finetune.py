@@ -1,5 +1,6 @@
 """Fine-tuning from PyTorch checkpoints: partial loading, frozen backbone, a short run."""
 
+import importlib.util
 import json
 import os
 
@@ -17,6 +18,7 @@ from keras_sge.reference import torch_resnet  # noqa: E402
 from keras_sge.training import TrainConfig, train  # noqa: E402
 from tests.test_checkpoint import _randomize, _save_as_authors  # noqa: E402
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 40
 COLOURS = {"blue": (20, 40, 220), "green": (30, 200, 40), "red": (220, 30, 30)}
 
@@ -149,18 +151,45 @@ def test_other_mismatch_still_refused_with_allow_missing_sge(tmp_path):
         np.testing.assert_array_equal(b, _numpy(w))
 
 
+def test_train_program_fine_tuning_flags():
+    spec = importlib.util.spec_from_file_location("train_program", os.path.join(ROOT, "applications", "train.py"))
+    program = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(program)
+    config = program.parse_args(
+        ["--dataset", "/data/flowers", "--weights", "w.pth.tar", "--freeze-backbone-epochs", "2",
+         "--backbone-lr-multiplier", "0.5"]
+    )
+    assert (config.weights, config.freeze_backbone_epochs, config.backbone_lr_multiplier) == (
+        "w.pth.tar", 2, 0.5,
+    )
+    resolved = program.parse_args(["--dataset", "/data/flowers", "--weights", "w.pth.tar"]).resolved(
+        accelerator=False
+    )
+    assert resolved.recipe == "fast" and resolved.epochs == 10 and resolved.freeze_backbone_epochs == 1
+    with pytest.raises(ValueError, match="pass `weights`"):
+        program.parse_args(["--freeze-backbone-epochs", "1"]).resolved(accelerator=False)
+
+
 class _Snapshot(keras.callbacks.Callback):
     """Weights (BatchNorm statistics included) after every epoch."""
 
     def __init__(self):
         super().__init__()
-        self.epochs = []
+        self.epochs = {}
 
     def on_epoch_end(self, epoch, logs=None):
-        self.epochs.append({w.path: _numpy(w) for w in self.model.weights})
+        self.epochs[epoch] = {w.path: _numpy(w) for w in self.model.weights}
 
 
-def test_fine_tune_on_a_folder(sge_resnet18_file, easy_folder, tmp_path, capsys):
+class _Interrupt(keras.callbacks.Callback):
+    """Stops the run as the second epoch starts, as a crash would."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            raise RuntimeError("interrupted")
+
+
+def test_fine_tune_on_a_folder_and_resume(sge_resnet18_file, easy_folder, tmp_path, capsys):
     snapshot = _Snapshot()
     config = TrainConfig(
         dataset=easy_folder,
@@ -173,9 +202,12 @@ def test_fine_tune_on_a_folder(sge_resnet18_file, easy_folder, tmp_path, capsys)
         output_dir=str(tmp_path / "run"),
         verbose=0,
     )
-    result = train(config, callbacks=[snapshot])
+    # The frozen first epoch, then a crash; the same call again resumes.
+    with pytest.raises(RuntimeError, match="interrupted"):
+        train(config, callbacks=[snapshot, _Interrupt()])
     printed = capsys.readouterr().out
     assert "loaded: 48 layers" in printed and "new (initialised): 1 layers: fc" in printed
+    result = train(config, callbacks=[snapshot])
     resolved = result.config
     assert resolved.recipe == "fast" and resolved.freeze_backbone_epochs == 1
     assert resolved.backbone_lr_multiplier == 0.1
@@ -187,12 +219,15 @@ def test_fine_tune_on_a_folder(sge_resnet18_file, easy_folder, tmp_path, capsys)
     for key, (variable, expected) in arrays.items():
         np.testing.assert_array_equal(frozen[variable.path], expected, err_msg=key)
     assert not np.array_equal(frozen["fc/kernel"], _numpy(model.get_layer("fc").kernel))
-    # Epoch 2: the backbone trains, BatchNorm statistics move.
+    # Epoch 2, resumed: the backbone trains, BatchNorm statistics move, and
+    # the schedule continues from the first epoch's steps.
     after = snapshot.epochs[1]
     assert not np.array_equal(after["conv1/kernel"], frozen["conv1/kernel"])
     assert not np.array_equal(after["bn1/moving_mean"], frozen["bn1/moving_mean"])
+    steps = 3 * 16 // 12
+    assert int(_numpy(result.model.optimizer.iterations)) == 2 * steps
 
-    assert len(result.history) == 2
+    assert [int(row["epoch"]) for row in result.history] == [0, 1]
     assert result.best["val_top1"] > 0.6  # chance: 1/3
     with open(os.path.join(result.output_dir, "config.json")) as f:
         assert json.load(f)["derived"]["class_names"] == sorted(COLOURS)

@@ -8,6 +8,7 @@ ResNet) train at the full learning rate from the first step.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import keras
 
@@ -65,7 +66,7 @@ class FineTuning:
                 # The backup of the frozen phase holds that phase's optimizer,
                 # which the run's cannot load: continue its schedule here.
                 model.optimizer.iterations.assign(freeze * kwargs["steps_per_epoch"])
-            return model.fit(*args, epochs=epochs, callbacks=callbacks, **kwargs)
+            return self._fit_all(model, *args, epochs=epochs, callbacks=callbacks, **kwargs)
         backups = [c for c in callbacks if isinstance(c, keras.callbacks.BackupAndRestore)]
         keep = {id(c): c.delete_checkpoint for c in backups}
         last_phase = freeze == epochs
@@ -90,9 +91,17 @@ class FineTuning:
             model.make_train_function(force=True)
         if last_phase:
             return history
-        return model.fit(
-            *args, epochs=epochs, initial_epoch=freeze, callbacks=callbacks, **kwargs
+        return self._fit_all(
+            model, *args, epochs=epochs, initial_epoch=freeze, callbacks=callbacks, **kwargs
         )
+
+    @staticmethod
+    def _fit_all(model, *args, **kwargs):
+        with warnings.catch_warnings():
+            # A backup written by the frozen phase holds that phase's optimizer;
+            # the run's optimizer rightly does not load it.
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            return model.fit(*args, **kwargs)
 
 
 def prepare(model: keras.Model, config: TrainConfig) -> FineTuning | None:

@@ -28,6 +28,8 @@ def main(argv=None) -> int:
     p.add_argument("--top", type=int, default=5, help="classes per image (default 5)")
     p.add_argument("--batch-size", type=int, default=16)
     args = p.parse_args(argv)
+    if not args.model.endswith(".keras") and args.weights is None:
+        p.error(f"--model {args.model} is built untrained: give --weights (a file, or imagenet)")
 
     from keras_sge.applications import create_model
     from keras_sge.applications.prediction import classify, saved_class_names

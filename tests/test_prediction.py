@@ -96,3 +96,6 @@ def test_predict_help_shows_an_example(capsys):
     with pytest.raises(SystemExit):
         predict.main(["--help"])
     assert "python applications/predict.py cat.jpg" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        predict.main(["cat.jpg", "--model", "sge_resnet50"])
+    assert "give --weights" in capsys.readouterr().err

@@ -9,6 +9,12 @@ minutes on a 2-core CPU). For ImageNet on GPUs:
 Every recipe field can be overridden; unset flags take the recipe's value
 (see keras_sge.training.RECIPES). Rerun the same command after an
 interruption to resume from the last finished epoch.
+
+Fine-tune the authors' ImageNet weights on a folder of images (one
+sub-folder per class; train/ and val/ side by side):
+
+    python applications/train.py --dataset ~/flowers --model sge_resnet50 \
+        --weights sge_resnet50.pth.tar --output-dir runs/flowers
 """
 
 from __future__ import annotations
@@ -34,9 +40,16 @@ def parse_args(argv=None) -> TrainConfig:
     model = p.add_argument_group("model")
     model.add_argument("--model", default="sge_resnet50", choices=MODELS)
     model.add_argument("--groups", type=int, default=64, help="SGE groups")
+    model.add_argument("--weights", help="fine-tune from this file: an authors' .pth.tar (SGE-ResNet or plain ResNet), "
+                       "a .keras model or a .weights.h5 file; the head is new when the class count differs "
+                       "(default recipe then: fast, with keras_sge.training.FINETUNE_DEFAULTS)")
+    model.add_argument("--freeze-backbone-epochs", type=int,
+                       help="first epochs with the loaded layers frozen, BatchNorm in inference mode (fast fine-tuning: 1)")
+    model.add_argument("--backbone-lr-multiplier", type=float,
+                       help="learning-rate factor of the loaded layers (fast fine-tuning: 0.1)")
     model.add_argument("--sge-options", type=json.loads, help='JSON dict of SpatialGroupEnhance kwargs, e.g. \'{"normalize": false}\'')
     recipe = p.add_argument_group("recipe (unset = recipe default)")
-    recipe.add_argument("--recipe", choices=("paper", "fast"), help="default: fast on the demo, paper elsewhere")
+    recipe.add_argument("--recipe", choices=("paper", "fast"), help="default: fast on the demo and with --weights, paper elsewhere")
     recipe.add_argument("--epochs", type=int)
     recipe.add_argument("--batch-size", type=int, help="global batch size, split across devices")
     recipe.add_argument("--steps-per-epoch", type=int, help="default: one pass over the training split")

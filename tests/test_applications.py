@@ -171,7 +171,7 @@ def test_sge_options_and_groups():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"weights": "imagenet"}, "convert_checkpoint.py"),
+        ({"weights": "imagenet"}, "none for 'sge_resnet18'"),
         ({"weights": "missing.weights.h5"}, "does not exist"),
         ({"weights": "model.onnx"}, r"\.weights\.h5"),
         ({"weights": 3}, "random initialization"),

@@ -14,7 +14,7 @@ _MODULE_PREFIX = "module."
 _LIST_LIMIT = 25
 
 
-def _read_state_dict(path) -> dict:
+def read_state_dict(path) -> dict:
     """Reads a checkpoint file safely and returns `{key: float32 ndarray}`."""
     try:
         import torch
@@ -139,7 +139,109 @@ def _listing(title: str, keys: list) -> str:
     return "\n".join(lines)
 
 
-def load_pytorch_checkpoint(model: keras.Model, path: str | os.PathLike) -> None:
+def _head_key(key: str) -> bool:
+    return key.startswith("fc.")
+
+
+def plan_pytorch_load(
+    model: keras.Model,
+    state: dict,
+    path: str,
+    *,
+    allow_missing_sge: bool = False,
+    allow_new_head: bool = False,
+) -> tuple[list, list[str], list[str]]:
+    """Matches a state_dict against a model without assigning anything.
+
+    Args:
+        model: The Keras model.
+        state: `{key: ndarray}` as read by `read_state_dict`.
+        path: The file's path, for error messages.
+        allow_missing_sge: Accept a file without any SGE tensors: the model's
+            SGE keys are left out (the file is a plain ResNet).
+        allow_new_head: Accept an `fc` head of another shape, or none, in the
+            file: the model's head is left out and the file's is skipped.
+
+    Returns:
+        `(assignments, left_out, skipped)`: `(variable, array)` pairs in the
+        variable's layout, the model's PyTorch keys left at their
+        initialisation, and the file's keys not used, both sorted.
+
+    Raises:
+        ValueError: listing every other missing, unexpected or mismatched
+            key.
+    """
+    targets = _model_targets(model)
+    has_top = any(_head_key(key) for key in targets)
+    skipped = []
+    if not has_top:
+        skipped = [k for k in state if _head_key(k)]
+
+    missing = [k for k in targets if k not in state]
+    unexpected = [k for k in state if k not in targets and k not in skipped]
+    mismatched = [
+        k for k in targets if k in state and tuple(state[k].shape) != tuple(targets[k][1])
+    ]
+    left_out = []
+    file_sge = any(".sge." in key for key in state)
+    if allow_missing_sge and not file_sge:
+        left_out += [k for k in missing if ".sge." in k]
+    if allow_new_head:
+        head_differs = any(_head_key(k) for k in missing + unexpected + mismatched)
+        if head_differs:
+            left_out += [k for k in targets if _head_key(k)]
+            skipped += [k for k in state if _head_key(k)]
+    missing = [k for k in missing if k not in left_out]
+    unexpected = [k for k in unexpected if k not in skipped]
+    mismatched = [k for k in mismatched if k not in left_out]
+    if missing or unexpected or mismatched:
+        parts = [
+            f"The PyTorch checkpoint {os.fspath(path)!r} does not match model "
+            f"{model.name!r}; nothing was loaded."
+        ]
+        if missing:
+            parts.append(_listing("Missing keys (in the model, not in the file)", missing))
+        if unexpected:
+            parts.append(
+                _listing("Unexpected keys (in the file, not in the model)", unexpected)
+            )
+        if mismatched:
+            parts.append(
+                _listing(
+                    "Shape mismatches",
+                    [
+                        f"{k}: file {tuple(state[k].shape)}, model expects {targets[k][1]}"
+                        for k in mismatched
+                    ],
+                )
+            )
+        model_sge = any(".sge." in key for key in targets)
+        if file_sge and not model_sge:
+            parts.append("  Hint: the file has SGE weights; build an SGEResNet model.")
+        elif model_sge and not file_sge:
+            parts.append(
+                "  Hint: the file has no SGE weights (a plain ResNet): build a "
+                "ResNet (not SGEResNet) model, or pass allow_missing_sge=True to "
+                "load it into the SGE model and leave the SGE layers at their "
+                "initialisation."
+            )
+        raise ValueError("\n".join(parts))
+
+    assignments = [
+        (variable, to_keras(state[key]))
+        for key, (variable, _, to_keras) in targets.items()
+        if key not in left_out
+    ]
+    return (
+        assignments,
+        sorted(left_out, key=_natural_key),
+        sorted(skipped, key=_natural_key),
+    )
+
+
+def load_pytorch_checkpoint(
+    model: keras.Model, path: str | os.PathLike, allow_missing_sge: bool = False
+) -> list[str]:
     """Loads an SGE-ResNet / ResNet PyTorch checkpoint into a Keras model.
 
     Reads the authors' PytorchInsight checkpoints (a dict with a
@@ -155,14 +257,32 @@ def load_pytorch_checkpoint(model: keras.Model, path: str | os.PathLike) -> None
     is transposed. A model built with `include_top=False` ignores the file's
     `fc.*` tensors.
 
-    Everything is checked before anything is assigned: if a key is missing,
-    unexpected or of another shape, a `ValueError` lists them all and the
-    model is left unchanged.
+    The authors' plain ResNet checkpoints and torchvision's `resnet18/34/50/
+    101` state_dicts use the same ResNet v1.5 key names (`layer1.0.conv1.
+    weight`, `layer1.0.downsample.1.running_var`, `fc.bias`, ...), so both
+    load into the `ResNet` models, and, with `allow_missing_sge=True`, into
+    the `SGEResNet` models: every tensor of the file is loaded and the SGE
+    layers keep their initialisation (gamma 0, beta 1: the gate is then the
+    constant sigmoid(1) and scales every block's residual branch by it, so
+    the network is close to, not equal to, the plain ResNet until
+    fine-tuned).
+
+    Everything is checked before anything is assigned: if a key is missing
+    (other than the SGE keys allowed above), unexpected or of another shape,
+    a `ValueError` lists them all and the model is left unchanged.
 
     Args:
         model: A model from `keras_sge.applications` (`SGEResNet50`,
             `ResNet101`, ...), in either data format, on any backend.
         path: Path of the PyTorch checkpoint (`.pth`, `.pth.tar`, ...).
+        allow_missing_sge: Accept a checkpoint without SGE tensors (a plain
+            ResNet) for an SGE model, leaving its SGE layers as initialised.
+            Only accepted when the file has no SGE tensor at all.
+
+    Returns:
+        The PyTorch keys of the model that were left out (not in the file),
+        sorted, e.g. `["layer1.0.sge.bias", "layer1.0.sge.weight", ...]`;
+        empty for a complete checkpoint.
 
     Raises:
         ImportError: If torch is not installed (it is needed only to read
@@ -175,43 +295,16 @@ def load_pytorch_checkpoint(model: keras.Model, path: str | os.PathLike) -> None
     >>> model = keras_sge.applications.SGEResNet50()
     >>> keras_sge.applications.load_pytorch_checkpoint(
     ...     model, "sge_resnet50.pth.tar")
+    []
+    >>> left_out = keras_sge.applications.load_pytorch_checkpoint(
+    ...     model, "resnet50.pth.tar", allow_missing_sge=True)
+    >>> len(left_out)  # gamma and beta of the 16 blocks' SGE layers
+    32
     """
-    state = _read_state_dict(path)
-    targets = _model_targets(model)
-    has_top = any(key.startswith("fc.") for key in targets)
-    if not has_top:
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-
-    missing = list(set(targets) - set(state))
-    unexpected = list(set(state) - set(targets))
-    mismatched = list(
-        f"{key}: file {tuple(state[key].shape)}, model expects {targets[key][1]}"
-        for key in set(targets) & set(state)
-        if tuple(state[key].shape) != tuple(targets[key][1])
+    state = read_state_dict(path)
+    assignments, left_out, _ = plan_pytorch_load(
+        model, state, os.fspath(path), allow_missing_sge=allow_missing_sge
     )
-    if missing or unexpected or mismatched:
-        parts = [
-            f"The PyTorch checkpoint {os.fspath(path)!r} does not match model "
-            f"{model.name!r}; nothing was loaded."
-        ]
-        if missing:
-            parts.append(_listing("Missing keys (in the model, not in the file)", missing))
-        if unexpected:
-            parts.append(
-                _listing("Unexpected keys (in the file, not in the model)", unexpected)
-            )
-        if mismatched:
-            parts.append(_listing("Shape mismatches", mismatched))
-        file_sge = any(".sge." in key for key in state)
-        model_sge = any(".sge." in key for key in targets)
-        if file_sge and not model_sge:
-            parts.append("  Hint: the file has SGE weights; build an SGEResNet model.")
-        elif model_sge and not file_sge:
-            parts.append(
-                "  Hint: the file has no SGE weights; build a ResNet (not "
-                "SGEResNet) model, or check that it is an SGE-ResNet checkpoint."
-            )
-        raise ValueError("\n".join(parts))
-
-    for key, (variable, _, to_keras) in targets.items():
-        variable.assign(to_keras(state[key]).astype(variable.dtype))
+    for variable, array in assignments:
+        variable.assign(array.astype(variable.dtype))
+    return left_out

@@ -26,7 +26,11 @@ def create_model(
             `"sge_resnet50"`), or the path of a `.keras` file (loaded with
             Keras' default `safe_mode=True`, without its optimizer).
         weights: Optional weights to load: an authors' PyTorch checkpoint
-            (`.pth`, `.pth.tar`, `.pt`, `.tar`) or a Keras `.weights.h5` file.
+            (`.pth`, `.pth.tar`, `.pt`, `.tar`), a Keras `.weights.h5` file,
+            or, for a model built by name, `"imagenet"` (the authors' file
+            from the weights cache, see `SGEResNet50`). The file must match
+            the model exactly; to start a model with another head from it,
+            use `transfer_weights`.
         input_shape: Input shape of a built model (default: the builder's).
         classes: Classifier width of a built model.
         **builder_kwargs: Further builder arguments (e.g. `groups`,

@@ -16,6 +16,15 @@ def preprocess_input(x, data_format: str | None = None):
     (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225), as torchvision's
     `ToTensor()` + `Normalize(...)`. Channels must be in RGB order.
 
+    This is the "torch" mode of keras.applications (as in
+    `keras.applications.densenet.preprocess_input`), not the "caffe" mode of
+    `keras.applications.resnet.preprocess_input` / `resnet50`, which flips
+    RGB to BGR and subtracts the mean pixel (103.939, 116.779, 123.68) of
+    [0, 255] images without dividing by a std. Giving an SGE-ResNet caffe
+    inputs fails silently (wrong predictions, no error). Models built with
+    `include_preprocessing=True` normalise [0, 255] RGB images themselves;
+    do not call this function for them.
+
     Args:
         x: Images with 3 channels, batched or not: a NumPy array (or
             nested list), a backend tensor or a symbolic Keras tensor.

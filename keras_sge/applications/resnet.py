@@ -21,6 +21,7 @@ import warnings
 
 import keras
 
+from keras_sge.applications.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from keras_sge.layers import SpatialGroupEnhance
 
 _DEFAULT_SIZE = 224
@@ -166,18 +167,12 @@ def _weights_kind(weights) -> str | None:
     if weights is None:
         return None
     if isinstance(weights, str) and weights == "imagenet":
-        raise ValueError(
-            "`weights='imagenet'` is not available: keras-sge cannot download "
-            "the authors' ImageNet weights. Download the PyTorch checkpoint "
-            "from the authors' PytorchInsight repository and pass its path as "
-            "`weights=`, or convert it once with "
-            "`applications/convert_checkpoint.py` (see the README section "
-            "'Pretrained weights' and docs/applications.md)."
-        )
+        return "imagenet"
     if not isinstance(weights, (str, os.PathLike)):
         raise ValueError(
             "The `weights` argument should be either `None` (random "
-            "initialization), the path to a Keras `.weights.h5` file, or the "
+            "initialization), `'imagenet'` (the authors' file from the weights "
+            "cache), the path to a Keras `.weights.h5` file, or the "
             "path to a PyTorch checkpoint (`.pth`, `.pth.tar`, `.pt`, `.tar`). "
             f"Received: weights={weights!r}"
         )
@@ -243,6 +238,7 @@ def build_resnet(
     name: str | None = None,
     groups: int = 64,
     sge_options: dict | None = None,
+    include_preprocessing: bool = False,
 ) -> keras.Model:
     """Builds a ResNet v1.5, with SGE in every block when `attention`.
 
@@ -263,7 +259,17 @@ def build_resnet(
         )
     kind, blocks_per_stage = _ARCHITECTURES[depth]
     expansion = _EXPANSION[kind]
-    _weights_kind(weights)  # fail before building
+    if _weights_kind(weights) == "imagenet":
+        from keras_sge.applications import pretrained
+
+        if include_top and classes != 1000:
+            raise ValueError(
+                "If using `weights='imagenet'` with `include_top=True`, "
+                f"`classes` should be 1000. Received: classes={classes}"
+            )
+        weights = pretrained.imagenet_weights_path(
+            f"{'sge_' if attention else ''}resnet{depth}"
+        )
     if pooling not in (None, "avg", "max"):
         raise ValueError(
             "`pooling` must be one of None, 'avg' or 'max'. "
@@ -289,7 +295,16 @@ def build_resnet(
     else:
         inputs = input_tensor
 
-    x = _conv(inputs, 64, 7, 2, "conv1", data_format)
+    x = inputs
+    if include_preprocessing:
+        # RGB in [0, 255] -> (x / 255 - mean) / std, as preprocess_input.
+        x = keras.layers.Normalization(
+            axis=-1 if data_format == "channels_last" else 1,
+            mean=[255.0 * m for m in IMAGENET_MEAN],
+            variance=[(255.0 * s) ** 2 for s in IMAGENET_STD],
+            name="preprocessing",
+        )(x)
+    x = _conv(x, 64, 7, 2, "conv1", data_format)
     x = _batch_norm(x, "bn1", data_format)
     x = keras.layers.ReLU(name="relu")(x)
     # Zero padding equals PyTorch's -inf padding here: the inputs are >= 0.
@@ -360,7 +375,13 @@ def load_weights(model: keras.Model, weights: str | os.PathLike) -> None:
 
     >>> keras_sge.applications.load_weights(model, "sge_resnet50.pth.tar")
     """
-    if _weights_kind(weights) == "keras":
+    kind = _weights_kind(weights)
+    if kind == "imagenet":
+        raise ValueError(
+            "`load_weights` needs a file; pass `weights='imagenet'` to the "
+            "builder (e.g. `SGEResNet50(weights='imagenet')`) to use the cache."
+        )
+    if kind == "keras":
         model.load_weights(os.fspath(weights))
     else:
         from keras_sge.applications.checkpoint import load_pytorch_checkpoint
@@ -419,16 +440,19 @@ _BUILDER_DOC = """Instantiates the {title} architecture{paper}.
     Layer names follow the PyTorch modules with `.` written as `_`
     (e.g. `layer1_0_conv1`, `layer1_0_downsample_0`, `fc`). The data format
     is `keras.config.image_data_format()`. Inputs are RGB images normalised
-    with `keras_sge.applications.preprocess_input`.
+    with `keras_sge.applications.preprocess_input`, or, with
+    `include_preprocessing=True`, RGB images in [0, 255].
 
     Args:
         include_top: Whether to include the global average pooling and the
             fully connected classifier `fc`.
-        weights: `None` (random initialization), the path to a Keras
-            `.weights.h5` file, or the path to a PyTorch checkpoint (`.pth`,
-            `.pth.tar`, `.pt`, `.tar`) of the authors' model, read with
-            `load_pytorch_checkpoint`. `"imagenet"` raises an error that
-            explains how to get and convert the authors' files.
+        weights: `None` (random initialization), `"imagenet"` (the authors'
+            ImageNet file, found in the weights cache: `~/.keras/models/` or
+            `$KERAS_SGE_WEIGHTS_DIR`; when absent, the error says where to
+            download it and under which name to save it), the path to a
+            Keras `.weights.h5` file, or the path to a PyTorch checkpoint
+            (`.pth`, `.pth.tar`, `.pt`, `.tar`) of the authors' model, read
+            with `load_pytorch_checkpoint`.
         input_tensor: Optional Keras tensor (output of `keras.Input()`) to
             use as the image input.
         input_shape: Optional shape tuple without the batch axis, e.g.
@@ -441,6 +465,10 @@ _BUILDER_DOC = """Instantiates the {title} architecture{paper}.
         classifier_activation: Activation of `fc` (`"softmax"`, or `None` for
             logits).
         name: Model name.{sge_args}
+        include_preprocessing: Whether the model normalises its input
+            itself (a `Normalization` layer named `preprocessing`): it then
+            takes RGB images in [0, 255], and saved or exported models keep
+            the normalisation.
 
     Returns:
         A `keras.Model`.
@@ -474,10 +502,12 @@ def SGEResNet18(
     name: str = "sge_resnet18",
     groups: int = 64,
     sge_options: dict | None = None,
+    include_preprocessing: bool = False,
 ) -> keras.Model:
     return build_resnet(
         18, True, include_top, weights, input_tensor, input_shape, pooling,
         classes, classifier_activation, name, groups, sge_options,
+        include_preprocessing=include_preprocessing,
     )
 
 
@@ -490,10 +520,12 @@ def ResNet18(
     classes: int = 1000,
     classifier_activation="softmax",
     name: str = "resnet18",
+    include_preprocessing: bool = False,
 ) -> keras.Model:
     return build_resnet(
         18, False, include_top, weights, input_tensor, input_shape, pooling,
         classes, classifier_activation, name,
+        include_preprocessing=include_preprocessing,
     )
 
 
@@ -508,10 +540,12 @@ def SGEResNet34(
     name: str = "sge_resnet34",
     groups: int = 64,
     sge_options: dict | None = None,
+    include_preprocessing: bool = False,
 ) -> keras.Model:
     return build_resnet(
         34, True, include_top, weights, input_tensor, input_shape, pooling,
         classes, classifier_activation, name, groups, sge_options,
+        include_preprocessing=include_preprocessing,
     )
 
 
@@ -524,10 +558,12 @@ def ResNet34(
     classes: int = 1000,
     classifier_activation="softmax",
     name: str = "resnet34",
+    include_preprocessing: bool = False,
 ) -> keras.Model:
     return build_resnet(
         34, False, include_top, weights, input_tensor, input_shape, pooling,
         classes, classifier_activation, name,
+        include_preprocessing=include_preprocessing,
     )
 
 
@@ -542,10 +578,12 @@ def SGEResNet50(
     name: str = "sge_resnet50",
     groups: int = 64,
     sge_options: dict | None = None,
+    include_preprocessing: bool = False,
 ) -> keras.Model:
     return build_resnet(
         50, True, include_top, weights, input_tensor, input_shape, pooling,
         classes, classifier_activation, name, groups, sge_options,
+        include_preprocessing=include_preprocessing,
     )
 
 
@@ -558,10 +596,12 @@ def ResNet50(
     classes: int = 1000,
     classifier_activation="softmax",
     name: str = "resnet50",
+    include_preprocessing: bool = False,
 ) -> keras.Model:
     return build_resnet(
         50, False, include_top, weights, input_tensor, input_shape, pooling,
         classes, classifier_activation, name,
+        include_preprocessing=include_preprocessing,
     )
 
 
@@ -576,10 +616,12 @@ def SGEResNet101(
     name: str = "sge_resnet101",
     groups: int = 64,
     sge_options: dict | None = None,
+    include_preprocessing: bool = False,
 ) -> keras.Model:
     return build_resnet(
         101, True, include_top, weights, input_tensor, input_shape, pooling,
         classes, classifier_activation, name, groups, sge_options,
+        include_preprocessing=include_preprocessing,
     )
 
 
@@ -592,10 +634,12 @@ def ResNet101(
     classes: int = 1000,
     classifier_activation="softmax",
     name: str = "resnet101",
+    include_preprocessing: bool = False,
 ) -> keras.Model:
     return build_resnet(
         101, False, include_top, weights, input_tensor, input_shape, pooling,
         classes, classifier_activation, name,
+        include_preprocessing=include_preprocessing,
     )
 
 

@@ -17,7 +17,7 @@ from keras_sge.training.callbacks import (  # noqa: E402
     plot_training_curves,
     read_metrics,
 )
-from keras_sge.training.config import DEMO_DEFAULTS, MODELS, RECIPES, TrainConfig  # noqa: E402
+from keras_sge.training.config import DEMO_DEFAULTS, FINETUNE_DEFAULTS, MODELS, RECIPES, TrainConfig  # noqa: E402
 from keras_sge.training.distribution import data_parallel, has_accelerator  # noqa: E402
 from keras_sge.training.evaluation import (  # noqa: E402
     IncompatibleModelError,
@@ -43,6 +43,7 @@ __all__ = [
     "AtomicModelCheckpoint",
     "ablation",
     "DEMO_DEFAULTS",
+    "FINETUNE_DEFAULTS",
     "IncompatibleModelError",
     "LearningRateLogger",
     "MODELS",

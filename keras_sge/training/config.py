@@ -62,6 +62,18 @@ DEMO_DEFAULTS: dict[str, Any] = {
     "warmup_epochs": 1.0,
 }
 
+# Fine-tuning from `weights` with the `fast` recipe (the default recipe then):
+# a short cosine run, the new head alone for the first epoch (backbone frozen,
+# BatchNorm in inference mode), then everything, the backbone at a tenth of
+# the head's learning rate.
+FINETUNE_DEFAULTS: dict[str, Any] = {
+    "epochs": 10,
+    "lr": 0.1,
+    "warmup_epochs": 0.0,
+    "freeze_backbone_epochs": 1,
+    "backbone_lr_multiplier": 0.1,
+}
+
 # Fields that may change between an interrupted run and its resumption.
 _RESUME_INDEPENDENT = ("output_dir", "verbose", "overwrite")
 
@@ -116,6 +128,16 @@ class TrainConfig:
         seed: random seed of weights and data order.
         verbose: `model.fit` verbosity (`"auto"`, 0, 1 or 2).
         overwrite: start afresh in an `output_dir` that holds a finished run.
+        weights: fine-tune from this file (an authors' `.pth.tar`, a `.keras`
+            model or a `.weights.h5` file): the backbone is loaded, the head is
+            new when the class count differs (see
+            `keras_sge.applications.transfer_weights`). With weights the
+            default recipe is `"fast"`, with `FINETUNE_DEFAULTS`.
+        freeze_backbone_epochs: epochs at the start during which only the
+            layers not loaded from `weights` (the head, new SGE layers) train;
+            the loaded ones are frozen, BatchNorm in inference mode.
+        backbone_lr_multiplier: learning-rate factor of the layers loaded from
+            `weights` (the new layers use the full rate).
     """
 
     dataset: str = "demo"
@@ -150,6 +172,9 @@ class TrainConfig:
     seed: int = 0
     verbose: str | int = "auto"
     overwrite: bool = False
+    weights: str | None = None
+    freeze_backbone_epochs: int | None = None
+    backbone_lr_multiplier: float | None = None
 
     def resolved(self, *, accelerator: bool) -> "TrainConfig":
         """Returns a copy with every `None` recipe field filled in and checked.
@@ -166,8 +191,17 @@ class TrainConfig:
             for key, value in DEMO_DEFAULTS.items():
                 if values[key] is None:
                     values[key] = value
+        fine_tuning = values["weights"] is not None
         if values["recipe"] is None:
-            values["recipe"] = "paper"
+            values["recipe"] = "fast" if fine_tuning else "paper"
+        if fine_tuning and values["recipe"] == "fast":
+            for key, value in FINETUNE_DEFAULTS.items():
+                if values[key] is None:
+                    values[key] = value
+        if values["freeze_backbone_epochs"] is None:
+            values["freeze_backbone_epochs"] = 0
+        if values["backbone_lr_multiplier"] is None:
+            values["backbone_lr_multiplier"] = 1.0
         if values["recipe"] not in RECIPES:
             raise ValueError(
                 f"Unknown recipe {values['recipe']!r}; expected one of {sorted(RECIPES)}."
@@ -221,6 +255,25 @@ class TrainConfig:
             raise ValueError(f"`weight_decay` must be >= 0. Received: {self.weight_decay}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"`label_smoothing` must be in [0, 1). Received: {self.label_smoothing}")
+        if self.weights is None and (
+            self.freeze_backbone_epochs or self.backbone_lr_multiplier != 1.0
+        ):
+            raise ValueError(
+                "`freeze_backbone_epochs` and `backbone_lr_multiplier` apply to "
+                "fine-tuning: pass `weights` (--weights) too."
+            )
+        if not isinstance(self.freeze_backbone_epochs, int) or not (
+            0 <= self.freeze_backbone_epochs <= self.epochs
+        ):
+            raise ValueError(
+                f"`freeze_backbone_epochs` must be an integer in [0, epochs={self.epochs}]. "
+                f"Received: {self.freeze_backbone_epochs!r}"
+            )
+        if not self.backbone_lr_multiplier >= 0:
+            raise ValueError(
+                "`backbone_lr_multiplier` must be >= 0. "
+                f"Received: {self.backbone_lr_multiplier}"
+            )
         if self.warmup_epochs < 0 or self.warmup_epochs >= self.epochs:
             raise ValueError(
                 f"`warmup_epochs` must be in [0, epochs={self.epochs}). "

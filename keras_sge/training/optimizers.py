@@ -31,6 +31,11 @@ class SGDWithL2(keras.optimizers.Optimizer):
             scales and offsets, biases, SGE `gamma`/`beta`) are decayed too.
             `True` is the paper's "every parameter"; `False` decays only
             convolution and dense kernels.
+        lr_multipliers: optional `{variable path prefix: factor}` scaling the
+            learning rate of the variables whose `path` starts with the
+            prefix (the longest matching prefix wins; `""` matches every
+            variable; unmatched variables use 1), e.g. `{"": 0.1, "fc/": 1.0}`
+            for a backbone learning rate ten times smaller than the head's.
         name: optimizer name.
         **kwargs: other `keras.optimizers.Optimizer` arguments (`clipnorm`,
             `global_clipnorm`, `loss_scale_factor`, ...), except `weight_decay`.
@@ -47,6 +52,7 @@ class SGDWithL2(keras.optimizers.Optimizer):
         l2: float = 1e-4,
         nesterov: bool = False,
         decay_vectors: bool = True,
+        lr_multipliers: dict[str, float] | None = None,
         name: str = "sgd_with_l2",
         **kwargs,
     ):
@@ -70,6 +76,13 @@ class SGDWithL2(keras.optimizers.Optimizer):
         self.l2 = l2
         self.nesterov = bool(nesterov)
         self.decay_vectors = bool(decay_vectors)
+        self.lr_multipliers = dict(lr_multipliers or {})
+        for prefix, factor in self.lr_multipliers.items():
+            if not isinstance(prefix, str) or not factor >= 0:
+                raise ValueError(
+                    "`lr_multipliers` maps variable path prefixes (str) to factors "
+                    f">= 0. Received: {prefix!r}: {factor!r}"
+                )
 
     def build(self, variables):
         if self.built:
@@ -80,13 +93,20 @@ class SGDWithL2(keras.optimizers.Optimizer):
             self.l2 if (self.decay_vectors or len(v.shape) > 1) else 0.0
             for v in variables
         ]
+        self._lr_factors = [self._lr_factor(v.path) for v in variables]
         self.momentums = []
         if self.momentum != 0.0:
             self.momentums = self.add_optimizer_variables(variables, "momentum")
 
+    def _lr_factor(self, path: str) -> float:
+        matches = [prefix for prefix in self.lr_multipliers if path.startswith(prefix)]
+        return float(self.lr_multipliers[max(matches, key=len)]) if matches else 1.0
+
     def update_step(self, gradient, variable, learning_rate):
         index = self._get_variable_index(variable)
         learning_rate = ops.cast(learning_rate, variable.dtype)
+        if self._lr_factors[index] != 1.0:
+            learning_rate = learning_rate * ops.cast(self._lr_factors[index], variable.dtype)
         gradient = ops.cast(gradient, variable.dtype)
         l2 = self._l2_factors[index]
         if l2:
@@ -110,6 +130,7 @@ class SGDWithL2(keras.optimizers.Optimizer):
                 "l2": self.l2,
                 "nesterov": self.nesterov,
                 "decay_vectors": self.decay_vectors,
+                "lr_multipliers": self.lr_multipliers,
             }
         )
         return config

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -23,6 +24,7 @@ from keras_sge.training.callbacks import (
     plot_training_curves,
     read_metrics,
 )
+from keras_sge.training import finetune
 from keras_sge.training.config import TrainConfig
 from keras_sge.training.distribution import data_parallel, has_accelerator
 from keras_sge.training.files import (
@@ -301,7 +303,7 @@ def _train_in(
     callbacks: Sequence[keras.callbacks.Callback],
 ) -> TrainResult:
     """`train` in an output directory whose run lock this process holds."""
-    _prepare_output_dir(config, paths)
+    resume_epoch = _prepare_output_dir(config, paths)
     keras.utils.set_random_seed(config.seed)
     previous_policy = keras.config.dtype_policy()
     if config.mixed_precision != "none":
@@ -327,6 +329,7 @@ def _train_in(
                     groups=config.groups,
                     sge_options=config.sge_options,
                 )
+            tuning = finetune.prepare(model, config)
             schedule = make_schedule(
                 config.schedule,
                 peak_learning_rate=config.peak_learning_rate,
@@ -341,6 +344,7 @@ def _train_in(
                 momentum=config.momentum,
                 l2=config.weight_decay,
                 decay_vectors=config.decay_all_parameters,
+                lr_multipliers=None if tuning is None else tuning.lr_multipliers,
             )
             if config.label_smoothing:
                 loss = SparseCategoricalCrossentropyWithSmoothing(config.label_smoothing)
@@ -362,6 +366,7 @@ def _train_in(
                 "validation_steps": val_steps,
                 "validation_partial": config.validation_steps is not None,
                 "num_classes": info.num_classes,
+                "class_names": list(info.class_names) if info.class_names else None,
                 "train_examples": info.num_examples,
                 "image_data_format": keras.config.image_data_format(),
             }
@@ -387,8 +392,9 @@ def _train_in(
                 keras.callbacks.BackupAndRestore(paths.backup, double_checkpoint=True),
                 *callbacks,
             ]
+            fit = model.fit if tuning is None else functools.partial(tuning.fit, model, resume_epoch)
             start = time.perf_counter()
-            model.fit(
+            fit(
                 train_ds,
                 epochs=config.epochs,
                 steps_per_epoch=steps,

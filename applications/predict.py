@@ -1,0 +1,55 @@
+"""Classify images with an SGE-ResNet: top-5 class names and probabilities.
+
+Examples (a model name with its weights, or a trained .keras model, which
+uses the class names of its training data):
+
+    python applications/predict.py cat.jpg holiday/ --model sge_resnet50 \\
+        --weights sge_resnet50.pth.tar
+    python applications/predict.py cat.jpg --model sge_resnet50 --weights imagenet
+    python applications/predict.py flowers/val/ --model runs/flowers/model.keras
+
+`--weights imagenet` reads the authors' file from the weights cache
+(~/.keras/models, or $KERAS_SGE_WEIGHTS_DIR); the error says where to
+download it when it is not there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
+    p.add_argument("--model", required=True, help="a model name (e.g. sge_resnet50) or a .keras file")
+    p.add_argument("--weights", help="'imagenet', an authors' .pth.tar, or a .weights.h5 file")
+    p.add_argument("--top", type=int, default=5, help="classes per image (default 5)")
+    p.add_argument("--batch-size", type=int, default=16)
+    args = p.parse_args(argv)
+    if not args.model.endswith(".keras") and args.weights is None:
+        p.error(f"--model {args.model} is built untrained: give --weights (a file, or imagenet)")
+
+    from keras_sge.applications import create_model
+    from keras_sge.applications.prediction import classify, saved_class_names
+
+    model = create_model(args.model, weights=args.weights)
+    class_names = saved_class_names(args.model) if args.model.endswith(".keras") else None
+    if class_names is not None and len(class_names) != model.output_shape[-1]:
+        class_names = None
+    try:
+        results = classify(model, args.images, top=args.top, class_names=class_names, batch_size=args.batch_size)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for path, top in results:
+        print(os.path.normpath(path))
+        for rank, (class_id, name, probability) in enumerate(top, 1):
+            label = name if class_id.isdigit() else f"{name} ({class_id})"
+            print(f"  {rank}. {label:<40} {100 * probability:6.2f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Classifying image files: the library and applications/predict.py."""
+
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_sge import applications
+from keras_sge.applications import prediction
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_spec = importlib.util.spec_from_file_location("predict", os.path.join(ROOT, "applications", "predict.py"))
+predict = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(predict)
+
+SIZE = 32
+
+
+def _biased_model(classes, winner, **kwargs):
+    """A model whose head always prefers `winner` (zero kernel, one large bias)."""
+    model = applications.SGEResNet18(input_shape=(SIZE, SIZE, 3), classes=classes, **kwargs)
+    fc = model.get_layer("fc")
+    fc.kernel.assign(np.zeros(fc.kernel.shape, "float32"))
+    bias = np.zeros(classes, "float32")
+    bias[winner] = 5.0
+    fc.bias.assign(bias)
+    return model
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    os.makedirs(root / "folder" / "sub")
+    paths = [root / "a.png", root / "folder" / "b.jpg", root / "folder" / "sub" / "c.png"]
+    for i, path in enumerate(paths):
+        Image.fromarray(rng.integers(0, 256, (40 + 10 * i, 50, 3)).astype("uint8")).save(path)
+    (root / "folder" / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_load_image_centre_crop(tmp_path):
+    # Left half black, right half white, wider than tall: the centre crop
+    # keeps both halves equally.
+    image = np.zeros((60, 90, 3), "uint8")
+    image[:, 45:] = 255
+    Image.fromarray(image).save(tmp_path / "halves.png")
+    crop = prediction.load_image(tmp_path / "halves.png", SIZE)
+    assert crop.shape == (SIZE, SIZE, 3) and crop.dtype == np.uint8
+    np.testing.assert_array_equal(crop[:, : SIZE // 2 - 1], 0)
+    np.testing.assert_array_equal(crop[:, SIZE // 2 + 1 :], 255)
+
+
+def test_list_images_expands_folders(images):
+    files = prediction.list_images([images / "a.png", images / "folder"])
+    assert [os.path.relpath(f, images) for f in files] == [
+        "a.png", os.path.join("folder", "b.jpg"), os.path.join("folder", "sub", "c.png")
+    ]
+
+
+@pytest.mark.parametrize("include_preprocessing", [False, True])
+def test_classify_with_imagenet_names(images, include_preprocessing):
+    model = _biased_model(1000, 207, include_preprocessing=include_preprocessing)
+    results = prediction.classify(model, [images], top=3, batch_size=2)
+    assert len(results) == 3
+    for _, top in results:
+        assert top[0][:2] == ("n02099601", "golden retriever")
+        assert len(top) == 3 and top[0][2] > top[1][2]
+
+
+def test_classify_refuses_other_widths_without_names(images):
+    model = _biased_model(3, 1)
+    with pytest.raises(ValueError, match="3 outputs, not ImageNet's 1000"):
+        prediction.classify(model, [images / "a.png"])
+
+
+def test_predict_program_uses_the_saved_class_names(images, tmp_path, capsys):
+    model = _biased_model(3, 2)
+    run = tmp_path / "run"
+    os.makedirs(run)
+    model.save(run / "model.keras")
+    with open(run / "config.json", "w") as f:
+        json.dump({"derived": {"class_names": ["ant", "bee", "cat"]}}, f)
+    assert predict.main([str(images / "a.png"), "--model", str(run / "model.keras"), "--top", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "a.png" in out and "1. cat" in out and "2. " in out
+    os.remove(run / "config.json")
+    assert predict.main([str(images / "a.png"), "--model", str(run / "model.keras")]) == 2
+    assert "not ImageNet's 1000" in capsys.readouterr().err
+
+
+def test_predict_help_shows_an_example(capsys):
+    with pytest.raises(SystemExit):
+        predict.main(["--help"])
+    assert "python applications/predict.py cat.jpg" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        predict.main(["cat.jpg", "--model", "sge_resnet50"])
+    assert "give --weights" in capsys.readouterr().err

@@ -9,7 +9,14 @@ from keras_sge.training.callbacks import (
     read_metrics,
 )
 from keras_sge.training.config import DEMO_DEFAULTS, MODELS, RECIPES, TrainConfig
-from keras_sge.training.distribution import data_parallel, has_accelerator
+from keras_sge.training.distribution import (
+    data_parallel,
+    has_accelerator,
+    initialize_multi_worker,
+    is_chief,
+    num_workers,
+    worker_index,
+)
 from keras_sge.training.evaluation import (
     PAPER_RESULTS,
     evaluate,
@@ -41,10 +48,14 @@ __all__ = [
     "evaluate",
     "evaluate_model_file",
     "has_accelerator",
+    "initialize_multi_worker",
+    "is_chief",
     "load_for_evaluation",
     "make_schedule",
+    "num_workers",
     "plot_training_curves",
     "read_metrics",
     "results_table",
     "train",
+    "worker_index",
 ]

@@ -22,6 +22,7 @@ from keras_sge.training.callbacks import (
     read_metrics,
 )
 from keras_sge.training.config import TrainConfig
+from keras_sge.training import distribution
 from keras_sge.training.distribution import data_parallel, has_accelerator
 from keras_sge.training.losses import SparseCategoricalCrossentropyWithSmoothing
 from keras_sge.training.optimizers import SGDWithL2
@@ -145,15 +146,34 @@ def _pad_batches(dataset, batch_size: int):
     return dataset.map(pad)
 
 
+def _filler_batches(dataset, batch_size: int):
+    """Endless all-padding batches shaped like `dataset`'s `(images, labels, weights)`."""
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensors(
+        tuple(tf.zeros([batch_size, *spec.shape[1:]], spec.dtype) for spec in dataset.element_spec)
+    ).repeat()
+
+
 def _load_datasets(config: TrainConfig, replicas: int):
+    """This worker's `(train, validation, info, steps, validation_steps)`.
+
+    With several workers each reads its own shard of both splits; validation
+    batches are padded (zero-weight examples, then zero-weight batches) so that
+    every worker runs the same number of steps and every image counts once.
+    """
     from keras_sge import data
 
+    batch_size = distribution.input_batch_size(config.batch_size, replicas)
+    per_step = distribution.input_batches_per_step(replicas)
     common = dict(
-        batch_size=config.batch_size,
+        batch_size=batch_size,
         image_size=config.image_size,
         seed=config.seed,
         with_info=True,
     )
+    if distribution.num_workers() > 1:
+        common["shard"] = (distribution.worker_index(), distribution.num_workers())
     # Only the sources that take them get the folders (the demo has no manual_dir).
     if config.data_dir is not None:
         common["data_dir"] = config.data_dir
@@ -170,22 +190,39 @@ def _load_datasets(config: TrainConfig, replicas: int):
                 f"The size of {config.dataset!r}/{config.train_split} is unknown; "
                 "pass steps_per_epoch (--steps-per-epoch)."
             )
-        steps = info.num_examples // config.batch_size
+        steps = info.num_examples // (batch_size * per_step)
         if steps < 1:
             raise ValueError(
                 f"The training split has {info.num_examples} examples, fewer than one "
                 f"batch of {config.batch_size}; lower batch_size (--batch-size)."
             )
     if replicas > 1:
-        val_ds = _pad_batches(val_ds, config.batch_size)
+        val_ds = _pad_batches(val_ds, batch_size)
     val_steps = config.validation_steps
     if val_steps is None and val_info.num_examples:
-        val_steps = math.ceil(val_info.num_examples / config.batch_size)
+        val_steps = math.ceil(val_info.num_examples / (batch_size * per_step))
+        if distribution.num_workers() > 1:
+            val_steps = max(distribution.gather_from_workers(val_steps))
+    if distribution.num_workers() > 1:
+        if val_steps is None:
+            raise ValueError(
+                f"The size of {config.dataset!r}/{config.val_split} is unknown; with "
+                "several workers pass validation_steps (--validation-steps)."
+            )
+        # A shorter shard ends with empty batches: every worker runs every step.
+        val_ds = val_ds.concatenate(_filler_batches(val_ds, batch_size)).take(val_steps * per_step)
     if val_steps is not None:
         # `fit` keeps one validation iterator for all epochs: repeat the split and
         # give the number of batches per pass, so every epoch validates on it all.
         val_ds = val_ds.repeat()
-    return train_ds.repeat(), val_ds, info, steps, val_steps
+    train_ds = train_ds.repeat()
+    return (
+        distribution.distribute_input(lambda: train_ds),
+        distribution.distribute_input(lambda: val_ds),
+        info,
+        steps,
+        val_steps,
+    )
 
 
 def _read_backup_epoch(backup_dir: str) -> int:
@@ -226,6 +263,49 @@ def _prepare_output_dir(config: TrainConfig, paths: OutputPaths) -> int:
             )
     keep_epochs_before(paths.metrics, resume_epoch)
     return resume_epoch
+
+
+def _prepare_worker_backup(config: TrainConfig, paths: OutputPaths) -> int:
+    """`_prepare_output_dir` of a worker other than the chief: it only reads, and
+    owns nothing but its backup; returns the epoch its backup resumes from."""
+    if config.overwrite:
+        shutil.rmtree(paths.backup, ignore_errors=True)
+    elif os.path.exists(paths.results):
+        raise FileExistsError(
+            f"{paths.root} already holds a finished run ({paths.results}). Choose "
+            "another output directory (--output-dir) or pass overwrite=True (--overwrite)."
+        )
+    return _read_backup_epoch(paths.backup)
+
+
+# The callbacks that write shared outputs: the chief's alone.
+_CHIEF_CALLBACKS = (
+    keras.callbacks.CSVLogger,
+    keras.callbacks.ModelCheckpoint,
+    keras.callbacks.TensorBoard,
+    TrainingCurves,
+)
+_SAVING_CALLBACKS = (keras.callbacks.ModelCheckpoint, keras.callbacks.BackupAndRestore)
+
+
+def _worker_result(config, paths, fitted, model, wall_time) -> TrainResult:
+    """`TrainResult` of a worker other than the chief, from the epochs it ran."""
+    history = [
+        {"epoch": float(epoch), **{key: float(values[i]) for key, values in fitted.history.items()}}
+        for i, epoch in enumerate(fitted.epoch)
+    ]
+    if not history:
+        raise RuntimeError(f"Worker {distribution.worker_index()} ran no epoch.")
+    best = _summary(max(history, key=lambda row: row.get("val_top1", float("-inf"))))
+    return TrainResult(
+        config=config,
+        output_dir=paths.root,
+        best=best,
+        last=_summary(history[-1]),
+        history=history,
+        model=model,
+        wall_time_s=wall_time,
+    )
 
 
 def _summary(row: dict[str, float]) -> dict[str, float]:
@@ -271,9 +351,19 @@ def train(
     >>> result = train(TrainConfig(dataset="demo", epochs=2, output_dir="runs/demo"))
     >>> result.best["val_top1"]
     """
+    if config.multi_worker:
+        # First: the cluster runtime must start before any device query.
+        distribution.initialize_multi_worker()
     config = config.resolved(accelerator=has_accelerator())
     paths = OutputPaths(config.output_dir)
-    _prepare_output_dir(config, paths)
+    # Only the chief writes the shared outputs; the others keep their own backup.
+    paths.backup = distribution.worker_path(paths.backup)
+    distribution.agree_across_workers(
+        lambda: _prepare_output_dir(config, paths)
+        if distribution.is_chief()
+        else _prepare_worker_backup(config, paths),
+        "the epoch to resume from",
+    )
     keras.utils.set_random_seed(config.seed)
     previous_policy = keras.config.dtype_policy()
     if config.mixed_precision != "none":
@@ -322,7 +412,8 @@ def train(
             model.compile(
                 optimizer=optimizer,
                 loss=loss,
-                metrics=accuracy_metrics(info.num_classes),
+                # Weighted: padded validation examples (weight 0) must not count.
+                weighted_metrics=accuracy_metrics(info.num_classes),
                 jit_compile="auto" if config.jit is None else config.jit,
             )
             derived = {
@@ -336,8 +427,9 @@ def train(
                 "train_examples": info.num_examples,
                 "image_data_format": keras.config.image_data_format(),
             }
-            with open(paths.config, "w") as f:
-                json.dump({**dataclasses.asdict(config), "derived": derived}, f, indent=2)
+            if distribution.is_chief():
+                with open(paths.config, "w") as f:
+                    json.dump({**dataclasses.asdict(config), "derived": derived}, f, indent=2)
             earlier = [row["val_top1"] for row in read_metrics(paths.metrics) if "val_top1" in row]
             all_callbacks = [
                 LearningRateLogger(),
@@ -358,8 +450,14 @@ def train(
                 keras.callbacks.BackupAndRestore(paths.backup),
                 *callbacks,
             ]
+            if not distribution.is_chief():
+                all_callbacks = [c for c in all_callbacks if not isinstance(c, _CHIEF_CALLBACKS)]
+            all_callbacks = [
+                distribution.WorkerLocal(c) if isinstance(c, _SAVING_CALLBACKS) else c
+                for c in all_callbacks
+            ]
             start = time.perf_counter()
-            model.fit(
+            fitted = model.fit(
                 train_ds,
                 epochs=config.epochs,
                 steps_per_epoch=steps,
@@ -370,9 +468,14 @@ def train(
                 verbose=config.verbose,
             )
             wall_time = time.perf_counter() - start
-            model.save(paths.model)
+            if distribution.is_chief():
+                with distribution.local_state():
+                    model.save(paths.model)
     finally:
         keras.config.set_dtype_policy(previous_policy)
+
+    if not distribution.is_chief():
+        return _worker_result(config, paths, fitted, model, wall_time)
 
     history = read_metrics(paths.metrics)
     plot_training_curves(paths.metrics, paths.curves)

@@ -109,6 +109,29 @@ def _jax_cluster_from_environment() -> tuple[int, int]:
     return index, count
 
 
+def _multi_worker_strategy():
+    """`tf.distribute.MultiWorkerMirroredStrategy()` with the `reduce` Keras' `fit` expects.
+
+    Keras reduces its first (nested) batch with the strategy before building
+    the model, which the multi-worker strategy (unlike `MirroredStrategy`) does
+    one value at a time; and it reduces scalar logs with `axis=0`, which means
+    "across replicas" only for values with a batch axis.
+    """
+    import tensorflow as tf
+
+    class Strategy(tf.distribute.MultiWorkerMirroredStrategy):
+        def reduce(self, reduce_op, value, axis):
+            reduce = super().reduce
+
+            def one(v):
+                scalar = len(self.experimental_local_results(v)[0].shape) == 0
+                return reduce(reduce_op, v, None if scalar else axis)
+
+            return tf.nest.map_structure(one, value)
+
+    return Strategy()
+
+
 def initialize_multi_worker() -> None:
     """Starts the multi-worker runtime of the current backend (once per process).
 
@@ -141,7 +164,7 @@ def initialize_multi_worker() -> None:
         import tensorflow as tf
 
         try:
-            strategy = tf.distribute.MultiWorkerMirroredStrategy()
+            strategy = _multi_worker_strategy()
         except RuntimeError as error:
             raise RuntimeError(
                 "TensorFlow was already initialised in this process, so its collective "
@@ -221,6 +244,11 @@ def worker_path(path: str) -> str:
     return path if is_chief() else f"{path}-worker-{worker_index()}"
 
 
+def from_chief(value: int) -> int:
+    """The chief's `value` on every worker (a collective: all workers must call it)."""
+    return gather_from_workers(value)[0]
+
+
 def agree_across_workers(prepare, what: str) -> int:
     """Runs `prepare()` on every worker and checks that all return the same integer.
 
@@ -255,64 +283,37 @@ def agree_across_workers(prepare, what: str) -> int:
     return value
 
 
-@contextlib.contextmanager
-def local_state() -> Iterator[None]:
-    """Context in which saving and loading a model involves no other worker.
+class AverageMovingStatistics(keras.callbacks.Callback):
+    """Averages the float non-trainable variables (BatchNorm moving statistics) across workers.
 
-    On JAX with several workers Keras' saving creates placeholder variables,
-    which under a multi-process distribution are cross-process operations that
-    every worker would have to join; inside this context no distribution is
-    set, so the chief can save alone. Elsewhere it does nothing.
-    """
-    if num_workers() == 1 or _cluster["backend"] != "jax":
-        yield
-        return
-    previous = keras.distribution.distribution()
-    keras.distribution.set_distribution(None)
-    try:
-        yield
-    finally:
-        keras.distribution.set_distribution(previous)
-
-
-_HOOKS = tuple(
-    f"on_{stage}_{event}"
-    for stage in ("train", "test", "predict", "epoch", "train_batch", "test_batch", "predict_batch")
-    for event in ("begin", "end")
-)
-
-
-class WorkerLocal(keras.callbacks.Callback):
-    """Runs another callback's hooks inside `local_state()` (for callbacks that save).
-
-    Args:
-        callback: the wrapped `keras.callbacks.Callback`.
+    Under `tf.distribute.MultiWorkerMirroredStrategy` each replica updates its
+    own copy of the moving statistics from its own batches; this makes every
+    worker hold their mean before each validation (and so at every epoch end),
+    so that all workers validate and save the same model. Collective: it must
+    run on every worker. (Under JAX's `DataParallel` the statistics are global.)
     """
 
-    def __init__(self, callback: keras.callbacks.Callback):
-        super().__init__()
-        self.callback = callback
+    def on_test_begin(self, logs=None):
+        import tensorflow as tf
 
-    def set_model(self, model):
-        super().set_model(model)
-        self.callback.set_model(model)
-
-    def set_params(self, params):
-        super().set_params(params)
-        self.callback.set_params(params)
-
-
-def _local_hook(name):
-    def hook(self, *args, **kwargs):
-        with local_state():
-            return getattr(self.callback, name)(*args, **kwargs)
-
-    hook.__name__ = name
-    return hook
+        strategy = tf.distribute.get_strategy()
+        variables = [
+            v for v in self.model.non_trainable_variables if "float" in str(v.dtype)
+        ]
+        if not variables:
+            return
+        means = strategy.reduce(
+            "MEAN", strategy.run(lambda: [tf.identity(v.value) for v in variables]), axis=None
+        )
+        for variable, mean in zip(variables, means):
+            variable.assign(mean)
 
 
-for _name in _HOOKS:
-    setattr(WorkerLocal, _name, _local_hook(_name))
+def worker_callbacks() -> list[keras.callbacks.Callback]:
+    """Callbacks that keep the workers' models identical; to run first, on every worker."""
+    if num_workers() > 1 and _cluster["backend"] == "tensorflow":
+        return [AverageMovingStatistics()]
+    return []
 
 
 def input_batch_size(global_batch_size: int, replicas: int) -> int:

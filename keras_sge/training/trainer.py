@@ -7,6 +7,7 @@ import json
 import math
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -278,14 +279,13 @@ def _prepare_worker_backup(config: TrainConfig, paths: OutputPaths) -> int:
     return _read_backup_epoch(paths.backup)
 
 
-# The callbacks that write shared outputs: the chief's alone.
+# Callbacks of the chief alone. Every worker saves the model (in Keras saving
+# is a cross-worker operation); the others save into a scratch folder.
 _CHIEF_CALLBACKS = (
     keras.callbacks.CSVLogger,
-    keras.callbacks.ModelCheckpoint,
     keras.callbacks.TensorBoard,
     TrainingCurves,
 )
-_SAVING_CALLBACKS = (keras.callbacks.ModelCheckpoint, keras.callbacks.BackupAndRestore)
 
 
 def _worker_result(config, paths, fitted, model, wall_time) -> TrainResult:
@@ -358,6 +358,11 @@ def train(
     paths = OutputPaths(config.output_dir)
     # Only the chief writes the shared outputs; the others keep their own backup.
     paths.backup = distribution.worker_path(paths.backup)
+    if not distribution.is_chief():
+        scratch = tempfile.mkdtemp(prefix="keras_sge_worker_")
+        paths.best, paths.last, paths.model = (
+            os.path.join(scratch, name) for name in ("best.keras", "last.keras", "model.keras")
+        )
     distribution.agree_across_workers(
         lambda: _prepare_output_dir(config, paths)
         if distribution.is_chief()
@@ -431,7 +436,12 @@ def train(
                 with open(paths.config, "w") as f:
                     json.dump({**dataclasses.asdict(config), "derived": derived}, f, indent=2)
             earlier = [row["val_top1"] for row in read_metrics(paths.metrics) if "val_top1" in row]
+            if distribution.num_workers() > 1:
+                # The chief's best so far, so that every worker saves the same epochs.
+                best = distribution.from_chief(round(max(earlier) * 1e9) if earlier else -1)
+                earlier = [best / 1e9] if best >= 0 else []
             all_callbacks = [
+                *distribution.worker_callbacks(),
                 LearningRateLogger(),
                 StopOnNonFiniteLoss(),
                 keras.callbacks.CSVLogger(paths.metrics, append=True),
@@ -452,10 +462,6 @@ def train(
             ]
             if not distribution.is_chief():
                 all_callbacks = [c for c in all_callbacks if not isinstance(c, _CHIEF_CALLBACKS)]
-            all_callbacks = [
-                distribution.WorkerLocal(c) if isinstance(c, _SAVING_CALLBACKS) else c
-                for c in all_callbacks
-            ]
             start = time.perf_counter()
             fitted = model.fit(
                 train_ds,
@@ -468,13 +474,12 @@ def train(
                 verbose=config.verbose,
             )
             wall_time = time.perf_counter() - start
-            if distribution.is_chief():
-                with distribution.local_state():
-                    model.save(paths.model)
+            model.save(paths.model)
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
     if not distribution.is_chief():
+        shutil.rmtree(os.path.dirname(paths.model), ignore_errors=True)
         return _worker_result(config, paths, fitted, model, wall_time)
 
     history = read_metrics(paths.metrics)

@@ -54,8 +54,10 @@ def parse_args(argv=None) -> TrainConfig:
     recipe.add_argument("--mixed-precision", choices=("none", "bfloat16", "float16", "auto"))
     run = p.add_argument_group("run")
     run.add_argument("--jit", action=argparse.BooleanOptionalAction, help="XLA / torch.compile (default: Keras 'auto')")
-    run.add_argument("--devices", type=int, help="devices for data parallelism (default: all GPUs, or 1 CPU)")
-    run.add_argument("--multi-worker", action="store_true", help="several hosts (JAX: keras.distribution.initialize; TF: TF_CONFIG)")
+    run.add_argument("--devices", type=int, help="devices for data parallelism, per host (default: all GPUs, or 1 CPU)")
+    run.add_argument("--multi-worker", action="store_true",
+                     help="several hosts: run on each (TF: TF_CONFIG; JAX: KERAS_DISTRIBUTION_JOB_ADDRESSES, "
+                          "_NUM_PROCESSES, _PROCESS_ID); see docs/training.md")
     run.add_argument("--output-dir", default="runs/train")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--verbose", default="auto", help="model.fit verbosity: auto, 0, 1 or 2")

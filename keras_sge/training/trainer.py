@@ -14,6 +14,7 @@ from typing import Any
 
 import keras
 
+from keras_sge.training import distribution
 from keras_sge.training.callbacks import (
     LearningRateLogger,
     StopOnNonFiniteLoss,
@@ -23,7 +24,6 @@ from keras_sge.training.callbacks import (
     read_metrics,
 )
 from keras_sge.training.config import TrainConfig
-from keras_sge.training import distribution
 from keras_sge.training.distribution import data_parallel, has_accelerator
 from keras_sge.training.losses import SparseCategoricalCrossentropyWithSmoothing
 from keras_sge.training.optimizers import SGDWithL2
@@ -266,6 +266,18 @@ def _prepare_output_dir(config: TrainConfig, paths: OutputPaths) -> int:
     return resume_epoch
 
 
+def _worker_paths(paths: OutputPaths) -> OutputPaths:
+    """The chief writes the shared outputs; another worker keeps its own backup
+    and saves its (identical) checkpoints into a scratch folder."""
+    paths.backup = distribution.worker_path(paths.backup)
+    if not distribution.is_chief():
+        scratch = tempfile.mkdtemp(prefix="keras_sge_worker_")
+        paths.best, paths.last, paths.model = (
+            os.path.join(scratch, name) for name in ("best.keras", "last.keras", "model.keras")
+        )
+    return paths
+
+
 def _prepare_worker_backup(config: TrainConfig, paths: OutputPaths) -> int:
     """`_prepare_output_dir` of a worker other than the chief: it only reads, and
     owns nothing but its backup; returns the epoch its backup resumes from."""
@@ -333,6 +345,10 @@ def train(
     from the last finished epoch; removed when the run ends), and at the end
     `model.keras` and `results.json` (best and last validation top-1/top-5).
 
+    With `config.multi_worker` the cluster runtime starts first; only the
+    chief writes those outputs, every other worker keeps its resume state in
+    `backup-worker-<i>/` and returns the epochs it ran as `history`.
+
     Args:
         config: the run's `TrainConfig`.
         model_fn: optional `(input_shape, num_classes) -> keras.Model` used
@@ -355,14 +371,7 @@ def train(
         # First: the cluster runtime must start before any device query.
         distribution.initialize_multi_worker()
     config = config.resolved(accelerator=has_accelerator())
-    paths = OutputPaths(config.output_dir)
-    # Only the chief writes the shared outputs; the others keep their own backup.
-    paths.backup = distribution.worker_path(paths.backup)
-    if not distribution.is_chief():
-        scratch = tempfile.mkdtemp(prefix="keras_sge_worker_")
-        paths.best, paths.last, paths.model = (
-            os.path.join(scratch, name) for name in ("best.keras", "last.keras", "model.keras")
-        )
+    paths = _worker_paths(OutputPaths(config.output_dir))
     distribution.agree_across_workers(
         lambda: _prepare_output_dir(config, paths)
         if distribution.is_chief()

@@ -9,6 +9,7 @@ resize, so the ids of every image a worker's pipeline gives can be read back.
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -20,10 +21,10 @@ import pytest
 from PIL import Image
 
 from keras_sge import data
-from keras_sge.training import read_metrics
+from keras_sge.training import data_parallel, is_chief, num_workers, read_metrics, worker_index
 from tests.conftest import BACKEND, subprocess_env
 
-pytestmark = pytest.mark.skipif(
+multi_process = pytest.mark.skipif(
     BACKEND == "torch", reason="torch trains on one device (no Keras multi-worker fit)"
 )
 
@@ -154,6 +155,15 @@ def _run_workers(script, args, mode):
     return [proc.returncode for proc in procs], outputs
 
 
+def test_without_a_cluster_this_process_is_the_only_worker_and_the_chief():
+    assert (worker_index(), num_workers(), is_chief()) == (0, 1, True)
+    if BACKEND == "torch":
+        with pytest.raises(ValueError, match="one device"):
+            with data_parallel(multi_worker=True):
+                pass
+
+
+@multi_process
 def test_two_workers_train_in_sync_shard_the_data_and_resume(tmp_path):
     _make_folder(tmp_path / "images")
     script = tmp_path / "worker.py"
@@ -207,6 +217,7 @@ def test_two_workers_train_in_sync_shard_the_data_and_resume(tmp_path):
     assert sorted(os.listdir(out / "checkpoints")) == ["best.keras", "last.keras"]
 
 
+@multi_process
 @pytest.mark.parametrize(
     "variables, message",
     [
@@ -234,11 +245,10 @@ def test_missing_or_inconsistent_cluster_variables_are_named(variables, message)
     assert error.startswith("ValueError")
     assert ("TF_CONFIG" if BACKEND == "tensorflow" else "KERAS_DISTRIBUTION_") in error
     assert "e.g." in error  # an example follows
-    import re
-
     assert re.search(message, error), error
 
 
+@multi_process
 def test_devices_touched_before_the_cluster_started_is_a_clear_error():
     script = (
         f"import sys; sys.path.insert(0, {ROOT!r})\n"

@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 
-from keras_sge.training import MODELS, NonFiniteLossError, TrainConfig, train
+from keras_sge.training import MODELS, NonFiniteLossError, TrainConfig, is_chief, train, worker_index
 
 
 def parse_args(argv=None) -> TrainConfig:
@@ -75,6 +75,9 @@ def main(argv=None) -> int:
     except NonFiniteLossError as error:
         print(f"\n{error}", file=sys.stderr)
         return 1
+    if not is_chief():
+        print(f"\nworker {worker_index()} finished; the chief (worker 0) wrote the outputs")
+        return 0
     best, last = result.best, result.last
     print(f"\nbest validation: epoch {best['epoch']}: top-1 {100 * best['val_top1']:.2f}%, top-5 {100 * best['val_top5']:.2f}%")
     print(f"last validation: epoch {last['epoch']}: top-1 {100 * last['val_top1']:.2f}%, top-5 {100 * last['val_top5']:.2f}%")

@@ -231,7 +231,9 @@ def gather_from_workers(value: int) -> list[int]:
 
     strategy = _cluster["strategy"]
     # One copy per replica, replicas in worker order: keep each worker's first.
-    gathered = strategy.gather(strategy.run(lambda: tf.constant([int(value)], tf.int64)), axis=0)
+    gathered = tf.function(
+        lambda: strategy.gather(strategy.run(lambda: tf.constant([int(value)], tf.int64)), axis=0)
+    )()
     return [int(v) for v in tf.reshape(gathered, [num_workers(), -1])[:, 0].numpy()]
 
 
@@ -293,20 +295,25 @@ class AverageMovingStatistics(keras.callbacks.Callback):
     run on every worker. (Under JAX's `DataParallel` the statistics are global.)
     """
 
-    def on_test_begin(self, logs=None):
+    def on_train_begin(self, logs=None):
         import tensorflow as tf
 
         strategy = tf.distribute.get_strategy()
-        variables = [
-            v for v in self.model.non_trainable_variables if "float" in str(v.dtype)
-        ]
-        if not variables:
-            return
-        means = strategy.reduce(
-            "MEAN", strategy.run(lambda: [tf.identity(v.value) for v in variables]), axis=None
-        )
-        for variable, mean in zip(variables, means):
-            variable.assign(mean)
+        variables = [v for v in self.model.non_trainable_variables if "float" in str(v.dtype)]
+
+        @tf.function
+        def average():
+            means = strategy.reduce(
+                "MEAN", strategy.run(lambda: [tf.identity(v.value) for v in variables]), axis=None
+            )
+            for variable, mean in zip(variables, means):
+                variable.assign(mean)
+
+        self._average = average if variables else None
+
+    def on_test_begin(self, logs=None):
+        if self._average is not None:
+            self._average()
 
 
 def worker_callbacks() -> list[keras.callbacks.Callback]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -268,10 +269,15 @@ def _prepare_output_dir(config: TrainConfig, paths: OutputPaths) -> int:
 
 def _worker_paths(paths: OutputPaths) -> OutputPaths:
     """The chief writes the shared outputs; another worker keeps its own backup
-    and saves its (identical) checkpoints into a scratch folder."""
+    and saves its (identical) checkpoints into a local scratch folder, the same
+    for each rerun of the run, so that killed workers leave no more than one."""
     paths.backup = distribution.worker_path(paths.backup)
     if not distribution.is_chief():
-        scratch = tempfile.mkdtemp(prefix="keras_sge_worker_")
+        run = hashlib.sha1(os.path.abspath(paths.root).encode()).hexdigest()[:12]
+        scratch = os.path.join(
+            tempfile.gettempdir(), f"keras_sge-{run}-worker-{distribution.worker_index()}"
+        )
+        os.makedirs(scratch, exist_ok=True)
         paths.best, paths.last, paths.model = (
             os.path.join(scratch, name) for name in ("best.keras", "last.keras", "model.keras")
         )

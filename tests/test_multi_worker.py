@@ -263,3 +263,15 @@ def test_devices_touched_before_the_cluster_started_is_a_clear_error():
     assert done.returncode != 0
     error = done.stderr.strip().splitlines()[-1]
     assert error.startswith("RuntimeError") and "initialize_multi_worker()" in error, error
+
+
+def test_agreement_of_a_single_worker_returns_its_value_or_raises_its_error():
+    from keras_sge.training.distribution import agree_across_workers
+
+    assert agree_across_workers(lambda: 3, "the epoch") == 3
+
+    def fails():
+        raise FileExistsError("finished run")
+
+    with pytest.raises(FileExistsError, match="finished run"):
+        agree_across_workers(fails, "the epoch")

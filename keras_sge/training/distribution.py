@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import keras
@@ -37,8 +37,9 @@ _JAX_EXAMPLE = (
 )
 _TOUCHED = (
     "Start it first: call keras_sge.training.initialize_multi_worker() (train() does) "
-    "before any device query (keras.distribution.list_devices, tf.config.list_logical_devices, "
-    "jax.devices), tensor, dataset or model of your own code, e.g. at the top of your script."
+    "before any device query (keras.distribution.list_devices, "
+    "tf.config.list_logical_devices, jax.devices), tensor, dataset or model of your own "
+    "code, e.g. at the top of your script."
 )
 
 # The running cluster: {"backend", "strategy" (TensorFlow), "index", "count"}.
@@ -251,7 +252,7 @@ def from_chief(value: int) -> int:
     return gather_from_workers(value)[0]
 
 
-def agree_across_workers(prepare, what: str) -> int:
+def agree_across_workers(prepare: Callable[[], int], what: str) -> int:
     """Runs `prepare()` on every worker and checks that all return the same integer.
 
     A collective: every worker must call it. A worker whose `prepare` raised
@@ -351,7 +352,7 @@ def input_batches_per_step(replicas: int) -> int:
     return 1
 
 
-def distribute_input(make_dataset):
+def distribute_input(make_dataset: Callable[[], Any]) -> Any:
     """This worker's dataset, ready for `model.fit` under `data_parallel`.
 
     With several TensorFlow workers, `make_dataset()` (a per-replica-batch

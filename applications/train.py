@@ -23,7 +23,15 @@ import argparse
 import json
 import sys
 
-from keras_sge.training import MODELS, NonFiniteLossError, RunInProgressError, TrainConfig, train
+from keras_sge.training import (
+    MODELS,
+    NonFiniteLossError,
+    RunInProgressError,
+    TrainConfig,
+    is_chief,
+    train,
+    worker_index,
+)
 
 
 def parse_args(argv=None) -> TrainConfig:
@@ -67,8 +75,10 @@ def parse_args(argv=None) -> TrainConfig:
     recipe.add_argument("--mixed-precision", choices=("none", "bfloat16", "float16", "auto"))
     run = p.add_argument_group("run")
     run.add_argument("--jit", action=argparse.BooleanOptionalAction, help="XLA / torch.compile (default: Keras 'auto')")
-    run.add_argument("--devices", type=int, help="devices for data parallelism (default: all GPUs, or 1 CPU)")
-    run.add_argument("--multi-worker", action="store_true", help="several hosts (JAX: keras.distribution.initialize; TF: TF_CONFIG)")
+    run.add_argument("--devices", type=int, help="devices for data parallelism, per host (default: all GPUs, or 1 CPU)")
+    run.add_argument("--multi-worker", action="store_true",
+                     help="several hosts: run on each (TF: TF_CONFIG; JAX: KERAS_DISTRIBUTION_JOB_ADDRESSES, "
+                          "_NUM_PROCESSES, _PROCESS_ID); see docs/training.md")
     run.add_argument("--output-dir", default="runs/train")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--verbose", default="auto", help="model.fit verbosity: auto, 0, 1 or 2")
@@ -89,6 +99,9 @@ def main(argv=None) -> int:
     except RunInProgressError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if not is_chief():
+        print(f"\nworker {worker_index()} finished; the chief (worker 0) wrote the outputs")
+        return 0
     best, last = result.best, result.last
     print(f"\nbest validation: epoch {best['epoch']}: top-1 {100 * best['val_top1']:.2f}%, top-5 {100 * best['val_top5']:.2f}%")
     print(f"last validation: epoch {last['epoch']}: top-1 {100 * last['val_top1']:.2f}%, top-5 {100 * last['val_top5']:.2f}%")

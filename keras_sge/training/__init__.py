@@ -18,7 +18,14 @@ from keras_sge.training.callbacks import (  # noqa: E402
     read_metrics,
 )
 from keras_sge.training.config import DEMO_DEFAULTS, FINETUNE_DEFAULTS, MODELS, RECIPES, TrainConfig  # noqa: E402
-from keras_sge.training.distribution import data_parallel, has_accelerator  # noqa: E402
+from keras_sge.training.distribution import (  # noqa: E402
+    data_parallel,
+    has_accelerator,
+    initialize_multi_worker,
+    is_chief,
+    num_workers,
+    worker_index,
+)
 from keras_sge.training.evaluation import (  # noqa: E402
     IncompatibleModelError,
     check_model,
@@ -41,7 +48,6 @@ from keras_sge.training.trainer import TrainResult, build_model, train  # noqa: 
 __all__ = [
     "AtomicCSVLogger",
     "AtomicModelCheckpoint",
-    "ablation",
     "DEMO_DEFAULTS",
     "FINETUNE_DEFAULTS",
     "IncompatibleModelError",
@@ -57,17 +63,22 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainingCurves",
+    "ablation",
     "build_model",
     "check_model",
     "data_parallel",
     "evaluate",
     "evaluate_model_file",
     "has_accelerator",
+    "initialize_multi_worker",
+    "is_chief",
     "make_schedule",
+    "num_workers",
     "plot_training_curves",
     "read_metrics",
     "results_table",
     "run_lock",
     "save_model_atomically",
     "train",
+    "worker_index",
 ]

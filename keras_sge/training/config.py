@@ -122,8 +122,10 @@ class TrainConfig:
         jit: compile with XLA / torch.compile; `None` lets Keras decide ("auto").
         devices: number of local devices for data parallelism; `None` means every
             local GPU/TPU, or one CPU when there is none.
-        multi_worker: several hosts (JAX: `keras.distribution.initialize()`;
-            TensorFlow: `tf.distribute.MultiWorkerMirroredStrategy` from `TF_CONFIG`).
+        multi_worker: several hosts, each running the same program (JAX:
+            `keras.distribution.initialize()` from the `KERAS_DISTRIBUTION_*`
+            variables; TensorFlow: `tf.distribute.MultiWorkerMirroredStrategy`
+            from `TF_CONFIG`); only the chief writes the outputs.
         output_dir: where checkpoints, logs, curves and results go.
         seed: random seed of weights and data order.
         verbose: `model.fit` verbosity (`"auto"`, 0, 1 or 2).

@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import json
 import math
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import keras
 
 from keras_sge.applications.registry import model_spec
+from keras_sge.training import distribution
 from keras_sge.training.callbacks import (
     LearningRateLogger,
     StopOnNonFiniteLoss,
@@ -145,15 +148,34 @@ def _pad_batches(dataset, batch_size: int):
     return dataset.map(pad)
 
 
+def _filler_batches(dataset, batch_size: int):
+    """Endless all-padding batches shaped like `dataset`'s `(images, labels, weights)`."""
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensors(
+        tuple(tf.zeros([batch_size, *spec.shape[1:]], spec.dtype) for spec in dataset.element_spec)
+    ).repeat()
+
+
 def _load_datasets(config: TrainConfig, replicas: int):
+    """This worker's `(train, validation, info, steps, validation_steps)`.
+
+    With several workers each reads its own shard of both splits; validation
+    batches are padded (zero-weight examples, then zero-weight batches) so that
+    every worker runs the same number of steps and every image counts once.
+    """
     from keras_sge import data
 
+    batch_size = distribution.input_batch_size(config.batch_size, replicas)
+    per_step = distribution.input_batches_per_step(replicas)
     common = dict(
-        batch_size=config.batch_size,
+        batch_size=batch_size,
         image_size=config.image_size,
         seed=config.seed,
         with_info=True,
     )
+    if distribution.num_workers() > 1:
+        common["shard"] = (distribution.worker_index(), distribution.num_workers())
     # Only the sources that take them get the folders (the demo has no manual_dir).
     if config.data_dir is not None:
         common["data_dir"] = config.data_dir
@@ -179,30 +201,48 @@ def _load_datasets(config: TrainConfig, replicas: int):
                 f"The size of {config.dataset!r}/{config.train_split} is unknown; "
                 "pass steps_per_epoch (--steps-per-epoch)."
             )
-        steps = info.num_examples // config.batch_size
+        steps = info.num_examples // (batch_size * per_step)
         if steps < 1:
             raise ValueError(
                 f"The training split has {info.num_examples} examples, fewer than one "
                 f"batch of {config.batch_size}; lower batch_size (--batch-size)."
             )
     if replicas > 1:
-        val_ds = _pad_batches(val_ds, config.batch_size)
+        val_ds = _pad_batches(val_ds, batch_size)
     val_steps = config.validation_steps
     if val_steps is None and val_info.num_examples:
-        val_steps = math.ceil(val_info.num_examples / config.batch_size)
+        val_steps = math.ceil(val_info.num_examples / (batch_size * per_step))
+        if distribution.num_workers() > 1:
+            val_steps = max(distribution.gather_from_workers(val_steps))
+    if distribution.num_workers() > 1:
+        if val_steps is None:
+            raise ValueError(
+                f"The size of {config.dataset!r}/{config.val_split} is unknown; with "
+                "several workers pass validation_steps (--validation-steps)."
+            )
+        # A shorter shard ends with empty batches: every worker runs every step.
+        val_ds = val_ds.concatenate(_filler_batches(val_ds, batch_size)).take(val_steps * per_step)
     if partial:
         # The same `val_steps` batches in every epoch, so epochs compare.
-        val_ds = val_ds.take(val_steps).repeat()
-        print(
-            f"Validation is partial: {val_steps} batches of {config.batch_size} images "
-            f"(of {val_info.num_examples or 'unknown'}) of {config.val_split}, a fixed "
-            f"random sample (seed {config.seed}), the same every epoch."
-        )
+        val_ds = val_ds.take(val_steps * per_step).repeat()
+        if distribution.is_chief():
+            print(
+                f"Validation is partial: {val_steps} batches of {config.batch_size} images "
+                f"(of {val_info.num_examples or 'unknown'}) of {config.val_split}, a fixed "
+                f"random sample (seed {config.seed}), the same every epoch."
+            )
     elif val_steps is not None:
         # `fit` keeps one validation iterator for all epochs: repeat the split and
         # give the number of batches per pass, so every epoch validates on it all.
         val_ds = val_ds.repeat()
-    return train_ds.repeat(), val_ds, info, steps, val_steps
+    train_ds = train_ds.repeat()
+    return (
+        distribution.distribute_input(lambda: train_ds),
+        distribution.distribute_input(lambda: val_ds),
+        info,
+        steps,
+        val_steps,
+    )
 
 
 def _prepare_output_dir(config: TrainConfig, paths: OutputPaths) -> int:
@@ -219,10 +259,9 @@ def _prepare_output_dir(config: TrainConfig, paths: OutputPaths) -> int:
             "another output directory (--output-dir) or pass overwrite=True (--overwrite)."
         )
     os.makedirs(paths.checkpoints, exist_ok=True)
-    if not config.multi_worker:
-        # Left by a killed run; this process holds the lock, so nobody writes them.
-        for folder in (paths.root, paths.checkpoints):
-            remove_partial_files(folder)
+    # Left by a killed run; this process holds the lock, so nobody writes them.
+    for folder in (paths.root, paths.checkpoints):
+        remove_partial_files(folder)
     resume_epoch = check_backup(paths.backup)
     if resume_epoch and os.path.exists(paths.config):
         with open(paths.config) as f:
@@ -238,6 +277,65 @@ def _prepare_output_dir(config: TrainConfig, paths: OutputPaths) -> int:
             )
     keep_epochs_before(paths.metrics, resume_epoch)
     return resume_epoch
+
+
+def _worker_paths(paths: OutputPaths) -> OutputPaths:
+    """The chief writes the shared outputs; another worker keeps its own backup
+    and saves its (identical) checkpoints into a local scratch folder, the same
+    for each rerun of the run, so that killed workers leave no more than one."""
+    paths.backup = distribution.worker_path(paths.backup)
+    if not distribution.is_chief():
+        run = hashlib.sha1(os.path.abspath(paths.root).encode()).hexdigest()[:12]
+        scratch = os.path.join(
+            tempfile.gettempdir(), f"keras_sge-{run}-worker-{distribution.worker_index()}"
+        )
+        os.makedirs(scratch, exist_ok=True)
+        paths.best, paths.last, paths.model = (
+            os.path.join(scratch, name) for name in ("best.keras", "last.keras", "model.keras")
+        )
+    return paths
+
+
+def _prepare_worker_backup(config: TrainConfig, paths: OutputPaths) -> int:
+    """`_prepare_output_dir` of a worker other than the chief: it only reads, and
+    owns nothing but its backup; returns the epoch its backup resumes from."""
+    if config.overwrite:
+        shutil.rmtree(paths.backup, ignore_errors=True)
+    elif os.path.exists(paths.results):
+        raise FileExistsError(
+            f"{paths.root} already holds a finished run ({paths.results}). Choose "
+            "another output directory (--output-dir) or pass overwrite=True (--overwrite)."
+        )
+    return check_backup(paths.backup)
+
+
+# Callbacks of the chief alone. Every worker saves the model (in Keras saving
+# is a cross-worker operation); the others save into a scratch folder.
+_CHIEF_CALLBACKS = (
+    keras.callbacks.CSVLogger,
+    keras.callbacks.TensorBoard,
+    TrainingCurves,
+)
+
+
+def _worker_result(config, paths, fitted, model, wall_time) -> TrainResult:
+    """`TrainResult` of a worker other than the chief, from the epochs it ran."""
+    history = [
+        {"epoch": float(epoch), **{key: float(values[i]) for key, values in fitted.history.items()}}
+        for i, epoch in enumerate(fitted.epoch)
+    ]
+    if not history:
+        raise RuntimeError(f"Worker {distribution.worker_index()} ran no epoch.")
+    best = _summary(max(history, key=lambda row: row.get("val_top1", float("-inf"))))
+    return TrainResult(
+        config=config,
+        output_dir=paths.root,
+        best=best,
+        last=_summary(history[-1]),
+        history=history,
+        model=model,
+        wall_time_s=wall_time,
+    )
 
 
 def _summary(row: dict[str, float]) -> dict[str, float]:
@@ -268,6 +366,10 @@ def train(
     previous version), and `run.lock` keeps a second run out of the directory
     while this one runs.
 
+    With `config.multi_worker` the cluster runtime starts first; only the
+    chief writes those outputs, every other worker keeps its resume state in
+    `backup-worker-<i>/` and returns the epochs it ran as `history`.
+
     Args:
         config: the run's `TrainConfig`.
         model_fn: optional `(input_shape, num_classes) -> keras.Model` used
@@ -287,11 +389,14 @@ def train(
     >>> result = train(TrainConfig(dataset="demo", epochs=2, output_dir="runs/demo"))
     >>> result.best["val_top1"]
     """
+    if config.multi_worker:
+        # First: the cluster runtime must start before any device query.
+        distribution.initialize_multi_worker()
     config = config.resolved(accelerator=has_accelerator())
-    paths = OutputPaths(config.output_dir)
+    paths = _worker_paths(OutputPaths(config.output_dir))
     os.makedirs(paths.root, exist_ok=True)
-    # With several workers only the chief, once known, may hold the lock.
-    lock = contextlib.nullcontext() if config.multi_worker else run_lock(paths.lock)
+    # Only the chief writes the shared outputs, so only it holds the lock.
+    lock = run_lock(paths.lock) if distribution.is_chief() else contextlib.nullcontext()
     with lock:
         return _train_in(config, paths, model_fn, callbacks)
 
@@ -302,8 +407,13 @@ def _train_in(
     model_fn: ModelFn | None,
     callbacks: Sequence[keras.callbacks.Callback],
 ) -> TrainResult:
-    """`train` in an output directory whose run lock this process holds."""
-    resume_epoch = _prepare_output_dir(config, paths)
+    """`train` in an output directory whose run lock this process holds (or its chief)."""
+    resume_epoch = distribution.agree_across_workers(
+        lambda: _prepare_output_dir(config, paths)
+        if distribution.is_chief()
+        else _prepare_worker_backup(config, paths),
+        "the epoch to resume from",
+    )
     keras.utils.set_random_seed(config.seed)
     previous_policy = keras.config.dtype_policy()
     if config.mixed_precision != "none":
@@ -354,7 +464,8 @@ def _train_in(
             model.compile(
                 optimizer=optimizer,
                 loss=loss,
-                metrics=accuracy_metrics(info.num_classes),
+                # Weighted: padded validation examples (weight 0) must not count.
+                weighted_metrics=accuracy_metrics(info.num_classes),
                 jit_compile="auto" if config.jit is None else config.jit,
             )
             derived = {
@@ -370,9 +481,17 @@ def _train_in(
                 "train_examples": info.num_examples,
                 "image_data_format": keras.config.image_data_format(),
             }
-            write_json_atomically(paths.config, {**dataclasses.asdict(config), "derived": derived})
+            if distribution.is_chief():
+                write_json_atomically(
+                    paths.config, {**dataclasses.asdict(config), "derived": derived}
+                )
             earlier = [row["val_top1"] for row in read_metrics(paths.metrics) if "val_top1" in row]
+            if distribution.num_workers() > 1:
+                # The chief's best so far, so that every worker saves the same epochs.
+                best = distribution.from_chief(round(max(earlier) * 1e9) if earlier else -1)
+                earlier = [best / 1e9] if best >= 0 else []
             all_callbacks = [
+                *distribution.worker_callbacks(),
                 LearningRateLogger(),
                 StopOnNonFiniteLoss(),
                 AtomicCSVLogger(paths.metrics),
@@ -392,9 +511,11 @@ def _train_in(
                 keras.callbacks.BackupAndRestore(paths.backup, double_checkpoint=True),
                 *callbacks,
             ]
+            if not distribution.is_chief():
+                all_callbacks = [c for c in all_callbacks if not isinstance(c, _CHIEF_CALLBACKS)]
             fit = model.fit if tuning is None else functools.partial(tuning.fit, model, resume_epoch)
             start = time.perf_counter()
-            fit(
+            fitted = fit(
                 train_ds,
                 epochs=config.epochs,
                 steps_per_epoch=steps,
@@ -408,6 +529,10 @@ def _train_in(
             save_model_atomically(model, paths.model)
     finally:
         keras.config.set_dtype_policy(previous_policy)
+
+    if not distribution.is_chief():
+        shutil.rmtree(os.path.dirname(paths.model), ignore_errors=True)
+        return _worker_result(config, paths, fitted, model, wall_time)
 
     history = read_metrics(paths.metrics)
     plot_training_curves(paths.metrics, paths.curves)

@@ -23,7 +23,6 @@ import sys
 import keras
 import numpy as np
 
-import keras_sge  # noqa: F401  (registers the layer for loading)
 from keras_sge import applications, data, visualization
 from keras_sge.training import IncompatibleModelError, check_model
 

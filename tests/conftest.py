@@ -1,11 +1,8 @@
-import os
-
 import keras
 import numpy as np
 import pytest
 
-BACKEND = keras.backend.backend()
-BACKENDS = ("tensorflow", "jax", "torch")
+from tests.helpers import BACKEND
 
 
 @pytest.fixture(autouse=True)
@@ -22,22 +19,6 @@ def _fresh_keras_state():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
-
-
-def channels_first_convs_supported() -> bool:
-    """TensorFlow on the CPU has no NCHW convolution kernels."""
-    if BACKEND != "tensorflow":
-        return True
-    import tensorflow as tf
-
-    return bool(tf.config.list_physical_devices("GPU"))
-
-
-def subprocess_env(backend: str) -> dict:
-    env = dict(os.environ)
-    env["KERAS_BACKEND"] = backend
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    return env
 
 
 def pytest_configure(config):

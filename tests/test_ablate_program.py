@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import BACKEND, subprocess_env
+from tests.helpers import BACKEND, subprocess_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -8,7 +8,7 @@ import pytest
 
 from keras_sge import applications
 from keras_sge.layers import SpatialGroupEnhance
-from tests.conftest import channels_first_convs_supported
+from tests.helpers import channels_first_convs_supported
 
 
 def _trainable_count(model):

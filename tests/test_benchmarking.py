@@ -13,7 +13,7 @@ import benchmarks
 from keras_sge.applications import resnet
 from benchmarks import worker
 from keras_sge.layers import SpatialGroupEnhance
-from tests.conftest import BACKEND, subprocess_env
+from tests.helpers import BACKEND, subprocess_env
 from tests.reference import sge_reference
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -12,7 +12,15 @@ torch = pytest.importorskip("torch")
 
 from benchmarks import torch_resnet  # noqa: E402
 from keras_sge import applications  # noqa: E402
-from tests.conftest import BACKEND, channels_first_convs_supported, subprocess_env  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    BACKEND,
+    channels_first_convs_supported,
+    load_program,
+    randomize_torch_network,
+    save_as_authors,
+    subprocess_env,
+    torch_outputs,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOLERANCE = 1e-4  # max abs difference of float32 logits
@@ -20,58 +28,6 @@ TOLERANCE = 1e-4  # max abs difference of float32 logits
 
 class NotATensor:
     """Pickled into a file that `weights_only=True` must refuse to load."""
-
-
-def _randomize(net, seed):
-    """Random weights and non-trivial BatchNorm statistics and SGE parameters."""
-    generator = torch.Generator().manual_seed(seed)
-
-    def uniform(shape, low, high):
-        return low + (high - low) * torch.rand(shape, generator=generator)
-
-    with torch.no_grad():
-        for module in net.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                shape = module.weight.shape
-                module.weight.copy_(uniform(shape, 0.5, 1.2))
-                module.bias.copy_(uniform(shape, -0.2, 0.2))
-                module.running_mean.copy_(uniform(shape, -0.2, 0.2))
-                module.running_var.copy_(uniform(shape, 0.5, 2.0))
-                module.num_batches_tracked.fill_(1234)
-            elif isinstance(module, torch_resnet.SpatialGroupEnhance):
-                module.weight.copy_(uniform(module.weight.shape, -2.0, 2.0))
-                module.bias.copy_(uniform(module.bias.shape, -1.0, 1.0))
-            elif isinstance(module, torch.nn.Linear):
-                # Larger than PyTorch's default, so that the logits depend
-                # visibly on the image rather than on the bias.
-                module.weight.copy_(uniform(module.weight.shape, -0.2, 0.2))
-                module.bias.copy_(uniform(module.bias.shape, -0.5, 0.5))
-    return net.eval()
-
-
-def _save_as_authors(net, path):
-    """The PytorchInsight training script's checkpoint layout."""
-    state = {"module." + key: value for key, value in net.state_dict().items()}
-    torch.save(
-        {
-            "epoch": 100,
-            "arch": "sge_resnet50",
-            "state_dict": state,
-            "acc": torch.tensor(77.584),
-            "best_acc": 77.584,
-            "optimizer": {"state": {}, "param_groups": [{"lr": 0.0001, "momentum": 0.9}]},
-        },
-        path,
-    )
-
-
-def _torch_outputs(net, images_nchw):
-    with torch.no_grad():
-        x = torch.from_numpy(images_nchw)
-        x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
-        x = net.layer4(net.layer3(net.layer2(net.layer1(x))))
-        pooled = torch.flatten(net.avgpool(x), 1)
-        return net.fc(pooled).numpy(), pooled.numpy()
 
 
 def _keras_forward(model, images_nchw):
@@ -89,11 +45,11 @@ def _max_abs(a, b):
 @pytest.fixture(scope="module")
 def sge_resnet50_file(tmp_path_factory):
     torch.manual_seed(0)
-    net = _randomize(torch_resnet.sge_resnet50(), seed=1)
+    net = randomize_torch_network(torch_resnet.sge_resnet50(), seed=1)
     images = np.random.default_rng(2).normal(size=(2, 3, 64, 64)).astype("float32")
-    logits, _ = _torch_outputs(net, images)
+    logits, _ = torch_outputs(net, images)
     path = str(tmp_path_factory.mktemp("ckpt") / "sge_resnet50.pth.tar")
-    _save_as_authors(net, path)
+    save_as_authors(net, path)
     return path, images, logits
 
 
@@ -126,9 +82,9 @@ def test_basic_block_models_match_pytorch_and_survive_keras_saving(arch, data_fo
         pytest.skip("TensorFlow on the CPU has no channels_first (NCHW) convolution kernels")
     keras.config.set_image_data_format(data_format)
     torch.manual_seed(3)
-    net = _randomize(torch_resnet.MODELS[arch](num_classes=10), seed=4)
+    net = randomize_torch_network(torch_resnet.MODELS[arch](num_classes=10), seed=4)
     images = np.random.default_rng(5).normal(size=(2, 3, 64, 64)).astype("float32")
-    logits, pooled = _torch_outputs(net, images)
+    logits, pooled = torch_outputs(net, images)
     path = str(tmp_path / f"{arch}.pt")
     torch.save(net.state_dict(), path)  # a bare state_dict, without "module."
     builder = {"sge_resnet18": applications.SGEResNet18, "resnet18": applications.ResNet18}[arch]
@@ -230,11 +186,11 @@ def test_missing_torch_gives_a_clear_error(monkeypatch, tmp_path):
 )
 def test_convert_checkpoint_program(tmp_path):
     torch.manual_seed(6)
-    net = _randomize(torch_resnet.sge_resnet18(num_classes=10), seed=7)
+    net = randomize_torch_network(torch_resnet.sge_resnet18(num_classes=10), seed=7)
     images = np.random.default_rng(8).normal(size=(2, 3, 64, 64)).astype("float32")
-    logits, _ = _torch_outputs(net, images)
+    logits, _ = torch_outputs(net, images)
     path = str(tmp_path / "sge_resnet18.pth.tar")
-    _save_as_authors(net, path)
+    save_as_authors(net, path)
     output = str(tmp_path / "sge_resnet18.keras")
     result = subprocess.run(
         [
@@ -259,16 +215,12 @@ def test_convert_checkpoint_program(tmp_path):
 
 
 def test_evaluate_program_measures_an_authors_checkpoint_like_pytorch(tmp_path, capsys):
-    import importlib.util
-
     from keras_sge import data
 
-    net = _randomize(torch_resnet.sge_resnet18(num_classes=4), seed=6)
+    net = randomize_torch_network(torch_resnet.sge_resnet18(num_classes=4), seed=6)
     path = str(tmp_path / "sge_resnet18.pth.tar")
-    _save_as_authors(net, path)
-    spec = importlib.util.spec_from_file_location("evaluate", os.path.join(ROOT, "applications", "evaluate.py"))
-    program = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(program)
+    save_as_authors(net, path)
+    program = load_program("evaluate")
     out = str(tmp_path / "eval.json")
     code = program.main(["--model", "sge_resnet18", "--weights", path, "--dataset", "demo",
                          "--image-size", "40", "--batch-size", "16", "--steps", "1", "--json", out])
@@ -280,6 +232,6 @@ def test_evaluate_program_measures_an_authors_checkpoint_like_pytorch(tmp_path, 
     images, labels = next(batch.as_numpy_iterator())
     if keras.config.image_data_format() == "channels_last":
         images = np.transpose(images, (0, 3, 1, 2))
-    logits, _ = _torch_outputs(net, np.ascontiguousarray(images))
+    logits, _ = torch_outputs(net, np.ascontiguousarray(images))
     assert measured["top1"] == pytest.approx(np.mean(np.argmax(logits, -1) == labels), abs=1e-6)
     assert measured["model"] == "sge_resnet18" and measured["weights"] == path

@@ -2,7 +2,6 @@
 `imagenet2012` builder, and `tfds.testing.mock_data` for `load_tfds`."""
 
 import io
-import os
 import tarfile
 
 import numpy as np

@@ -1,6 +1,5 @@
 """Fine-tuning from PyTorch checkpoints: partial loading, frozen backbone, a short run."""
 
-import importlib.util
 import json
 import os
 
@@ -16,7 +15,7 @@ from keras_sge import applications  # noqa: E402
 from keras_sge.applications import checkpoint  # noqa: E402
 from benchmarks import torch_resnet  # noqa: E402
 from keras_sge.training import TrainConfig, train  # noqa: E402
-from tests.test_checkpoint import _randomize, _save_as_authors  # noqa: E402
+from tests.helpers import load_program, randomize_torch_network, save_as_authors  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 40
@@ -42,7 +41,7 @@ def _file_arrays(model, path):
 def sge_resnet18_file(tmp_path_factory):
     torch.manual_seed(0)
     path = str(tmp_path_factory.mktemp("ckpt") / "sge_resnet18.pth.tar")
-    _save_as_authors(_randomize(torch_resnet.sge_resnet18(), seed=3), path)
+    save_as_authors(randomize_torch_network(torch_resnet.sge_resnet18(), seed=3), path)
     return path
 
 
@@ -114,10 +113,10 @@ def test_other_architecture_is_refused_and_nothing_loaded(sge_resnet18_file):
 
 @pytest.mark.parametrize("layout", ["authors", "torchvision"])
 def test_plain_resnet_into_sge_resnet(tmp_path, layout):
-    net = _randomize(torch_resnet.resnet18(), seed=5)
+    net = randomize_torch_network(torch_resnet.resnet18(), seed=5)
     path = str(tmp_path / "resnet18.pth")
     if layout == "authors":
-        _save_as_authors(net, path)
+        save_as_authors(net, path)
     else:  # torchvision: a bare state_dict, no `module.` prefix
         torch.save(net.state_dict(), path)
     model = applications.SGEResNet18(input_shape=_input_shape())
@@ -152,9 +151,7 @@ def test_other_mismatch_still_refused_with_allow_missing_sge(tmp_path):
 
 
 def test_train_program_fine_tuning_flags():
-    spec = importlib.util.spec_from_file_location("train_program", os.path.join(ROOT, "applications", "train.py"))
-    program = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(program)
+    program = load_program("train")
     config = program.parse_args(
         ["--dataset", "/data/flowers", "--weights", "w.pth.tar", "--freeze-backbone-epochs", "2",
          "--backbone-lr-multiplier", "0.5"]

@@ -8,7 +8,7 @@ import pytest
 
 from keras_sge import applications
 from keras_sge.applications import pretrained
-from tests.conftest import BACKEND
+from tests.helpers import BACKEND
 
 SHAPE = (40, 40, 3)
 

@@ -22,7 +22,7 @@ from PIL import Image
 
 from keras_sge import data
 from keras_sge.training import data_parallel, is_chief, num_workers, read_metrics, worker_index
-from tests.conftest import BACKEND, subprocess_env
+from tests.helpers import BACKEND, subprocess_env
 
 multi_process = pytest.mark.skipif(
     BACKEND == "torch", reason="torch trains on one device (no Keras multi-worker fit)"
@@ -61,7 +61,7 @@ _WORKER = textwrap.dedent(
     from keras_sge.training import train, TrainConfig, is_chief, worker_index, num_workers
     from keras_sge.training import trainer
     from keras_sge.training.distribution import data_parallel
-    from tests.test_training_train import tiny_model
+    from tests.helpers import tiny_model
 
     data_dir, out, results, mode = sys.argv[1:5]
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.conftest import BACKEND, subprocess_env
+from tests.helpers import BACKEND, subprocess_env
 
 _LIGHT_IMPORT = """
 import json, sys

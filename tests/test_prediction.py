@@ -1,6 +1,5 @@
 """Classifying image files: the library and applications/predict.py."""
 
-import importlib.util
 import json
 import os
 
@@ -11,10 +10,9 @@ from PIL import Image
 from keras_sge import applications
 from keras_sge.applications import prediction
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_spec = importlib.util.spec_from_file_location("predict", os.path.join(ROOT, "applications", "predict.py"))
-predict = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(predict)
+from tests.helpers import load_program
+
+predict = load_program("predict")
 
 SIZE = 32
 

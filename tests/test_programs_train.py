@@ -1,27 +1,15 @@
 """applications/train.py and applications/evaluate.py: flags in, library calls, results out."""
 
-import importlib.util
 import json
-import os
 
 import keras
 import pytest
 
 from keras_sge.training import TrainConfig
-from tests.test_training_train import SIZE, tiny_model
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _program(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "applications", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from tests.helpers import SIZE, load_program, tiny_model
 
 def test_train_flags_map_onto_the_config():
-    parse = _program("train").parse_args
+    parse = load_program("train").parse_args
     assert parse([]) == TrainConfig()  # no arguments: the demo run
     config = parse([
         "--dataset", "imagenet2012", "--manual-dir", "/archives", "--model", "resnet101",
@@ -50,7 +38,7 @@ def test_evaluate_program_prints_the_paper_table(tmp_path, capsys):
     path = str(tmp_path / "tiny.keras")
     model.save(path)
     out_json = str(tmp_path / "eval.json")
-    code = _program("evaluate").main(["--model", path, "--dataset", "demo",
+    code = load_program("evaluate").main(["--model", path, "--dataset", "demo",
                                       "--batch-size", "16", "--steps", "2", "--json", out_json])
     assert code == 0
     printed = capsys.readouterr().out
@@ -65,8 +53,8 @@ def test_evaluate_program_rejects_unknown_files(tmp_path):
     bad = tmp_path / "model.onnx"
     bad.write_text("x")
     with pytest.raises(ValueError, match="a model name .* or a .keras file"):
-        _program("evaluate").main(["--model", str(bad), "--dataset", "demo", "--image-size", "32"])
+        load_program("evaluate").main(["--model", str(bad), "--dataset", "demo", "--image-size", "32"])
     with pytest.raises(ValueError, match="name its architecture"):
         checkpoint = tmp_path / "weights.pth"
         checkpoint.write_bytes(b"")
-        _program("evaluate").main(["--model", str(checkpoint), "--dataset", "demo", "--image-size", "32"])
+        load_program("evaluate").main(["--model", str(checkpoint), "--dataset", "demo", "--image-size", "32"])

@@ -12,8 +12,8 @@ from PIL import Image
 import keras_sge
 from keras_sge import data
 from keras_sge.training import TrainConfig, evaluate, train
-from tests.test_programs_train import _program
-from tests.test_training_train import SIZE, tiny_config, tiny_model
+from tests.helpers import load_program
+from tests.helpers import SIZE, tiny_config, tiny_model
 
 
 def _jpeg(rng, size=(40, 48)):
@@ -83,7 +83,7 @@ def test_partial_validation_is_a_fixed_sample_of_every_class(tmp_path, capsys):
     path = str(tmp_path / "tiny.keras")
     model.save(path)
     out_json = str(tmp_path / "eval.json")
-    assert _program("evaluate").main(["--model", path, "--dataset", "demo", "--batch-size", "16",
+    assert load_program("evaluate").main(["--model", path, "--dataset", "demo", "--batch-size", "16",
                                       "--steps", "2", "--json", out_json]) == 0
     assert "(partial: 2 batches of 16, a fixed random sample of the split)" in capsys.readouterr().out
     measured = json.load(open(out_json))
@@ -117,7 +117,7 @@ def test_evaluate_leaves_the_callers_model_as_it_was():
 def test_evaluate_program_refuses_models_that_do_not_fit(tmp_path, capsys):
     two_classes = str(tmp_path / "two.keras")
     tiny_model((SIZE, SIZE, 3), 2).save(two_classes)
-    assert _program("evaluate").main(["--model", two_classes, "--dataset", "demo", "--steps", "1"]) == 2
+    assert load_program("evaluate").main(["--model", two_classes, "--dataset", "demo", "--steps", "1"]) == 2
     assert "outputs 2 classes but the dataset has 4" in capsys.readouterr().err
 
     broken = tiny_model((SIZE, SIZE, 3), 4)
@@ -125,10 +125,10 @@ def test_evaluate_program_refuses_models_that_do_not_fit(tmp_path, capsys):
     kernel.assign(np.where(np.arange(kernel.shape[1]) == 0, np.nan, kernel.numpy()))
     path = str(tmp_path / "nan.keras")
     broken.save(path)
-    assert _program("evaluate").main(["--model", path, "--dataset", "demo", "--steps", "1"]) == 2
+    assert load_program("evaluate").main(["--model", path, "--dataset", "demo", "--steps", "1"]) == 2
     assert "non-finite values (NaN or inf)" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
-        _program("visualize").main(["--model", two_classes, "--output-dir", str(tmp_path / "vis")])
+        load_program("visualize").main(["--model", two_classes, "--output-dir", str(tmp_path / "vis")])
     assert exit_info.value.code == 2
     assert "outputs 2 classes but the dataset has 4" in capsys.readouterr().err
 

@@ -10,7 +10,7 @@ import pytest
 from keras import ops
 
 from keras_sge.layers import SpatialGroupEnhance
-from tests.conftest import BACKEND, BACKENDS, subprocess_env
+from tests.helpers import BACKEND, BACKENDS, subprocess_env
 from tests.reference import sge_reference
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from keras_sge.training import RunInProgressError, make_schedule, read_metrics, run_lock, train
 from keras_sge.training.files import write_json_atomically
-from tests.test_training_train import tiny_config, tiny_model
+from tests.helpers import tiny_config, tiny_model
 
 
 class Killed(BaseException):
@@ -145,11 +145,11 @@ def test_the_lock_of_a_dead_process_is_taken_over_with_a_warning(tmp_path, capfd
 
 @pytest.mark.backend_independent
 def test_train_program_refuses_a_directory_in_use(tmp_path, capsys):
-    from tests.test_programs_train import _program
+    from tests.helpers import load_program
 
     out = tmp_path / "run"
     out.mkdir()
     with run_lock(str(out / "run.lock")):
-        assert _program("train").main(["--output-dir", str(out), "--epochs", "1"]) == 2
+        assert load_program("train").main(["--output-dir", str(out), "--epochs", "1"]) == 2
     assert f"is in use by another run: process {os.getpid()}" in capsys.readouterr().err
     assert os.listdir(out) == []  # nothing touched

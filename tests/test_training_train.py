@@ -16,48 +16,17 @@ import keras
 import numpy as np
 import pytest
 
-import keras_sge
 from keras_sge import data
 from keras_sge.training import (
     NonFiniteLossError,
-    TrainConfig,
     evaluate,
     make_schedule,
     read_metrics,
     train,
 )
-from tests.conftest import BACKEND, subprocess_env
+from tests.helpers import BACKEND, SIZE, subprocess_env, tiny_config, tiny_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SIZE = 32
-
-
-def tiny_model(input_shape, num_classes, batch_norm=True):
-    """Conv -> (BN) -> SGE -> pool -> softmax: a few thousand parameters."""
-    inputs = keras.Input(input_shape)
-    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", use_bias=not batch_norm)(inputs)
-    if batch_norm:
-        x = keras.layers.BatchNormalization()(x)
-    x = keras.layers.ReLU()(x)
-    x = keras_sge.layers.SpatialGroupEnhance(groups=4)(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax")(x)
-    return keras.Model(inputs, outputs)
-
-
-def tiny_config(output_dir, **overrides):
-    values = dict(
-        dataset="demo",
-        image_size=SIZE,
-        epochs=2,
-        batch_size=16,
-        steps_per_epoch=3,
-        validation_steps=2,
-        output_dir=str(output_dir),
-        verbose=0,
-    )
-    values.update(overrides)
-    return TrainConfig(**values)
 
 
 def test_train_on_demo_writes_every_output(tmp_path):
@@ -152,7 +121,7 @@ _RESUME_SCRIPT = textwrap.dedent(
     """
     import os, sys, keras
     sys.path.insert(0, {root!r})
-    from tests.test_training_train import tiny_model, tiny_config
+    from tests.helpers import tiny_model, tiny_config
     from keras_sge.training import train
 
     class KillMidEpoch(keras.callbacks.Callback):
@@ -207,7 +176,7 @@ _DATA_PARALLEL_SCRIPT = textwrap.dedent(
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from functools import partial
-    from tests.test_training_train import tiny_model, tiny_config
+    from tests.helpers import tiny_model, tiny_config
     from keras_sge.training import train
 
     histories = {{}}

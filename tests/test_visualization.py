@@ -10,7 +10,7 @@ from PIL import Image
 
 from keras_sge import visualization as vis
 from keras_sge.layers import SpatialGroupEnhance
-from tests.conftest import BACKEND
+from tests.helpers import BACKEND
 from tests.reference import sge_reference
 
 GROUPS = 4

@@ -1,6 +1,5 @@
 """applications/visualize.py on image files and on the demo images."""
 
-import importlib.util
 import json
 import os
 
@@ -10,17 +9,10 @@ import pytest
 from PIL import Image
 
 from keras_sge.layers import SpatialGroupEnhance
-from tests.conftest import BACKEND
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
+from tests.helpers import BACKEND, load_program
 
 def _program():
-    path = os.path.join(ROOT, "applications", "visualize.py")
-    spec = importlib.util.spec_from_file_location("visualize_program", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_program("visualize")
 
 
 def _small_model(path):

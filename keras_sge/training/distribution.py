@@ -162,8 +162,6 @@ def initialize_multi_worker() -> None:
         return
     if backend == "tensorflow":
         index, count = _tf_cluster_from_environment()
-        import tensorflow as tf
-
         try:
             strategy = _multi_worker_strategy()
         except RuntimeError as error:

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.helpers import BACKEND, subprocess_env
+from tests.helpers import BACKEND, load_program, subprocess_env
 
 _LIGHT_IMPORT = """
 import json, sys
@@ -84,3 +84,19 @@ def test_subpackages_load_on_first_use():
     assert keras_sge.training.TrainConfig is not None
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         keras_sge.nothing
+
+
+@pytest.mark.parametrize(
+    "program", ["train", "evaluate", "predict", "convert_checkpoint", "visualize", "ablate"]
+)
+@pytest.mark.backend_independent
+def test_every_program_takes_model_and_shows_a_runnable_example(program, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_program(program).main(["--help"])
+    assert exit_info.value.code == 0
+    shown = capsys.readouterr().out
+    assert f"python applications/{program}.py" in shown  # an example to copy
+    if program != "ablate":  # ablate builds its own grid of models
+        assert "--model" in shown
+    if program in ("evaluate", "predict", "convert_checkpoint", "visualize", "train"):
+        assert "--weights" in shown

@@ -1,0 +1,134 @@
+"""Faster arrangements of the SGE layer, each kept only where measured faster.
+
+`SpatialGroupEnhance.call` and `_gate` are the definition. A fast path
+computes the same function from the same float32 grouped view with other
+`keras.ops`, differentiated automatically, on a backend and layout where the
+plain form runs slowly. Set the environment variable `KERAS_SGE_PLAIN=1` to
+run the plain definition everywhere (read at each call and trace), e.g. to
+tell whether a fast path is still needed:
+
+    KERAS_SGE_PLAIN=1 python applications/compare_backends.py --layer-only
+    python applications/compare_backends.py --layer-only
+
+docs/performance.md records the measurements.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import keras
+from keras import ops
+
+
+def plain_forced() -> bool:
+    """Whether the environment variable `KERAS_SGE_PLAIN` asks for the plain definition."""
+    return os.environ.get("KERAS_SGE_PLAIN", "") not in ("", "0")
+
+
+def find(layer: keras.layers.Layer) -> Callable[[Any, Any], Any] | None:
+    """Returns the fast path for `layer` on the active backend, or None.
+
+    Args:
+        layer: A `SpatialGroupEnhance` layer.
+
+    Returns:
+        A function `f(layer, x) -> y` of the float32 grouped view (see
+        `SpatialGroupEnhance._grouped`), or None for the plain definition.
+    """
+    if plain_forced():
+        return None
+    if layer.data_format == "channels_last" and keras.backend.backend() in (
+        "tensorflow",
+        "jax",
+    ):
+        return xla_channels_last
+    return None
+
+
+# --- XLA (TensorFlow, JAX), channels_last --------------------------------------
+#
+# Works around: XLA:CPU (jaxlib 0.10) hands reductions to YNNPACK, which runs a
+# sum over a group's few trailing channels 5-30x slower than XLA's own loops,
+# stores a product `x * g` that it fuses into the neighbouring reduction, and
+# reduces a product over positions about 25x slower when a size-1 axis trails
+# it. Here the per-position tensors are (N, H, W, G), without the size-1 axis,
+# and both channel sums (the similarity, and the gate's cotangent `<dy, x>`)
+# are halvings, which XLA fuses into element-wise loops.
+# Backends, devices: TensorFlow and JAX, channels_last; measured on the CPU.
+# Measurement: see "Fast paths" in docs/performance.md.
+# Still needed? Compare `--layer-only --data-format channels_last --backends
+# jax tensorflow` with and without KERAS_SGE_PLAIN=1.
+
+
+def xla_channels_last(layer, x):
+    """`x * gate` for the (N, H, W, G, C/G) view, without size-1 axes or short-axis sums."""
+    positions, divisor = layer._position_counts(x)
+    g = layer._sum_over_positions(x) / positions
+    s = _similarity(x, g)  # (N, H, W, G)
+    if layer.normalize:
+        centered = s - layer._sum_over_positions(s) / positions
+        variance = layer._sum_over_positions(ops.square(centered)) / divisor
+        t = centered / (ops.sqrt(variance + layer._variance_floor) + layer.epsilon)
+    else:
+        t = s
+    gamma, beta = layer._float32_parameters((layer.groups,))
+    return _scale_channels(x, ops.sigmoid(gamma * t + beta))
+
+
+@ops.custom_gradient
+def _similarity(x, g):
+    """`sum(x * g, axis=-1)` for x (N, H, W, G, C/G) and g (N, 1, 1, G, C/G), by halving.
+
+    Its gradient takes `dg` as a contraction over positions: as a reduction
+    of a product with a trailing size-1 axis, YNNPACK runs it many times slower.
+    """
+
+    def gradient(*args, upstream=None):
+        if upstream is None:
+            (upstream,) = args
+        d_g = ops.einsum("nhwgc,nhwg->ngc", x, upstream)[:, None, None]
+        return ops.expand_dims(upstream, -1) * g, d_g
+
+    return _dot_over_last_axis(x, g), gradient
+
+
+@ops.custom_gradient
+def _scale_channels(x, gate):
+    """`x * gate[..., None]`, whose gradient sums `dy * x` by halving too."""
+
+    def gradient(*args, upstream=None):
+        # TensorFlow and JAX pass the output's cotangent positionally.
+        if upstream is None:
+            (upstream,) = args
+        return upstream * ops.expand_dims(gate, -1), _dot_over_last_axis(upstream, x)
+
+    return x * ops.expand_dims(gate, -1), gradient
+
+
+def _dot_over_last_axis(a, b):
+    """`sum(a * b, axis=-1)` by repeated halving (first half plus second half).
+
+    The first step multiplies as it adds, so `a * b` is never stored; an odd
+    middle element is set aside and added at the end.
+    """
+    size, total, remainder = a.shape[-1], None, None
+
+    def part(start, stop):
+        # A slice of a * b before the first step, of the running sum after.
+        if total is None:
+            return a[..., start:stop] * b[..., start:stop]
+        return total[..., start:stop]
+
+    while size > 1:
+        half = size // 2
+        if size % 2:
+            middle = part(half, half + 1)
+            remainder = middle if remainder is None else remainder + middle
+        total = part(0, half) + part(size - half, size)
+        size = half
+    total = part(0, 1)
+    if remainder is not None:
+        total = total + remainder
+    return ops.squeeze(total, axis=-1)

@@ -53,7 +53,7 @@ def find(layer: keras.layers.Layer) -> Callable[[Any, Any], Any] | None:
 # sum over a group's few trailing channels 5-30x slower than XLA's own loops,
 # stores a product `x * g` that it fuses into the neighbouring reduction, and
 # reduces a product over positions about 25x slower when a size-1 axis trails
-# it. Here the per-position tensors are (N, H, W, G), without the size-1 axis,
+# it. Here the per-position tensors are (N, H*W, G), without the size-1 axis,
 # and both channel sums (the similarity, and the gate's cotangent `<dy, x>`)
 # are halvings, which XLA fuses into element-wise loops.
 # Backends, devices: TensorFlow and JAX, channels_last; measured on the CPU.
@@ -63,10 +63,10 @@ def find(layer: keras.layers.Layer) -> Callable[[Any, Any], Any] | None:
 
 
 def xla_channels_last(layer, x):
-    """`x * gate` for the (N, H, W, G, C/G) view, without size-1 axes or short-axis sums."""
+    """`x * gate` for the (N, H*W, G, C/G) view, without size-1 axes or short-axis sums."""
     positions, divisor = layer._position_counts(x)
     g = layer._sum_over_positions(x) / positions
-    s = _similarity(x, g)  # (N, H, W, G)
+    s = _similarity(x, g)  # (N, H*W, G)
     if layer.normalize:
         centered = s - layer._sum_over_positions(s) / positions
         variance = layer._sum_over_positions(ops.square(centered)) / divisor
@@ -79,7 +79,7 @@ def xla_channels_last(layer, x):
 
 @ops.custom_gradient
 def _similarity(x, g):
-    """`sum(x * g, axis=-1)` for x (N, H, W, G, C/G) and g (N, 1, 1, G, C/G), by halving.
+    """`sum(x * g, axis=-1)` for x (N, P, G, C/G) and g (N, 1, G, C/G), by halving.
 
     Its gradient takes `dg` as a contraction over positions: as a reduction
     of a product with a trailing size-1 axis, YNNPACK runs it many times slower.
@@ -88,7 +88,7 @@ def _similarity(x, g):
     def gradient(*args, upstream=None):
         if upstream is None:
             (upstream,) = args
-        d_g = ops.einsum("nhwgc,nhwg->ngc", x, upstream)[:, None, None]
+        d_g = ops.expand_dims(ops.einsum("npgc,npg->ngc", x, upstream), 1)
         return ops.expand_dims(upstream, -1) * g, d_g
 
     return _dot_over_last_axis(x, g), gradient

@@ -124,11 +124,11 @@ class SpatialGroupEnhance(keras.layers.Layer):
         # Axes of the grouped view (see `_grouped`) and the shape that
         # broadcasts one number per group against the gate.
         if data_format == "channels_last":
-            self._height_axis, self._grouped_channel_axis = 1, 4
+            self._position_axis, self._grouped_channel_axis = 1, 3
             self._parameter_shape = (self.groups, 1)
         else:
-            self._height_axis, self._grouped_channel_axis = 3, 2
-            self._parameter_shape = (self.groups, 1, 1, 1)
+            self._position_axis, self._grouped_channel_axis = 3, 2
+            self._parameter_shape = (self.groups, 1, 1)
 
     def build(self, input_shape):
         if len(input_shape) != 4:
@@ -175,12 +175,12 @@ class SpatialGroupEnhance(keras.layers.Layer):
         return ops.cast(ops.reshape(y, ops.shape(inputs)), self.compute_dtype)
 
     def _grouped(self, inputs):
-        """Views `(N, H, W, C)` as `(N, H, W, G, C/G)`, `(N, C, H, W)` as `(N, G, C/G, H, W)`."""
+        """Views `(N, H, W, C)` as `(N, H*W, G, C/G)`, `(N, C, H, W)` as `(N, G, C/G, H*W)`."""
         shape = ops.shape(inputs)
         per_group = inputs.shape[self._channel_axis] // self.groups
         if self.data_format == "channels_last":
-            return ops.reshape(inputs, (-1, shape[1], shape[2], self.groups, per_group))
-        return ops.reshape(inputs, (-1, self.groups, per_group, shape[2], shape[3]))
+            return ops.reshape(inputs, (-1, shape[1] * shape[2], self.groups, per_group))
+        return ops.reshape(inputs, (-1, self.groups, per_group, shape[2] * shape[3]))
 
     def _gate(self, x):
         """Steps 1-4 on the float32 grouped view `x`; the gate keeps a size-1 channel axis."""
@@ -202,27 +202,23 @@ class SpatialGroupEnhance(keras.layers.Layer):
         gamma, beta = self._float32_parameters(self._parameter_shape)
         return ops.sigmoid(gamma * t + beta)
 
-    def _sum_over_positions(self, tensor, height_axis=None):
-        """Sums over width, then over height, keeping both axes.
+    def _sum_over_positions(self, tensor, axis=None):
+        """Sums over the positions axis (of the grouped view by default), keeping it.
 
-        Not a sum (or mean) over both axes at once: TensorFlow's CPU kernels
-        add such a reduction one element after the other, whose rounding
-        grows with H * W; torch's autograd of a mean also divides an
-        input-sized gradient element by element.
+        A sum divided afterwards rather than `ops.mean`: torch's autograd of a
+        mean divides an input-sized gradient element by element.
         """
-        height_axis = self._height_axis if height_axis is None else height_axis
-        tensor = ops.sum(tensor, axis=height_axis + 1, keepdims=True)
-        return ops.sum(tensor, axis=height_axis, keepdims=True)
+        axis = self._position_axis if axis is None else axis
+        return ops.sum(tensor, axis=axis, keepdims=True)
 
     def _position_counts(self, x):
         """Returns `H * W` and the unbiased variance's divisor `max(H * W - 1, 1)`."""
-        height, width = x.shape[self._height_axis : self._height_axis + 2]
-        if isinstance(height, int) and isinstance(width, int):
+        positions = x.shape[self._position_axis]
+        if isinstance(positions, int):
             # Python numbers, not tensors: on torch every tensor made from a
             # Python scalar is a host-to-device copy that waits for the GPU.
-            return float(height * width), float(max(height * width - 1, 1))
-        shape = ops.shape(x)
-        positions = ops.cast(shape[self._height_axis] * shape[self._height_axis + 1], "float32")
+            return float(positions), float(max(positions - 1, 1))
+        positions = ops.cast(ops.shape(x)[self._position_axis], "float32")
         return positions, ops.maximum(positions - 1.0, 1.0)
 
     def _float32_parameters(self, shape):

@@ -39,12 +39,51 @@ def find(layer: keras.layers.Layer) -> Callable[[Any, Any], Any] | None:
     """
     if plain_forced():
         return None
-    if layer.data_format == "channels_last" and keras.backend.backend() in (
-        "tensorflow",
-        "jax",
-    ):
+    if layer.data_format == "channels_first":
+        return channels_first_matmul
+    if keras.backend.backend() in ("tensorflow", "jax"):
         return xla_channels_last
     return None
+
+
+# --- Every backend, channels_first ---------------------------------------------
+#
+# Works around: summing `x * g` over a group's channels, the middle axis of the
+# (N, G, C/G, H*W) view, stores the full-size product and reduces a strided
+# axis. A batched (1 x C/G) @ (C/G x H*W) matmul on that view reads x once and
+# stores nothing input-sized; its gradient gives x its share element-wise.
+# Backends, devices: TensorFlow, JAX and torch, channels_first; measured on
+# the CPU.
+# Measurement: see "Fast paths" in docs/performance.md.
+# Still needed? Compare `--layer-only --data-format channels_first` with and
+# without KERAS_SGE_PLAIN=1.
+
+
+def channels_first_matmul(layer, x):
+    """`x * gate` for the (N, G, C/G, H*W) view, the similarity as a matmul."""
+    positions, _ = layer._position_counts(x)
+    g = layer._sum_over_positions(x) / positions  # (N, G, C/G, 1)
+    s = ops.squeeze(_similarity_by_matmul(x, g), 2)  # (N, G, H*W)
+    gate = layer._gate_from_similarity(
+        s, x, position_axis=2, parameter_shape=(layer.groups, 1)
+    )
+    return x * ops.expand_dims(gate, 2)
+
+
+@ops.custom_gradient
+def _similarity_by_matmul(x, g):
+    """`sum(x * g, axis=2, keepdims=True)` for x (N, G, C/G, P), g (N, G, C/G, 1).
+
+    Its gradient gives x its share element-wise (fused into the rest of dx by
+    XLA) rather than as the outer-product matmul that autodiff writes out.
+    """
+
+    def gradient(*args, upstream=None):
+        if upstream is None:
+            (upstream,) = args
+        return upstream * g, ops.matmul(x, ops.swapaxes(upstream, 2, 3))
+
+    return ops.matmul(ops.swapaxes(g, 2, 3), x), gradient
 
 
 # --- XLA (TensorFlow, JAX), channels_last --------------------------------------
@@ -64,17 +103,11 @@ def find(layer: keras.layers.Layer) -> Callable[[Any, Any], Any] | None:
 
 def xla_channels_last(layer, x):
     """`x * gate` for the (N, H*W, G, C/G) view, without size-1 axes or short-axis sums."""
-    positions, divisor = layer._position_counts(x)
+    positions, _ = layer._position_counts(x)
     g = layer._sum_over_positions(x) / positions
     s = _similarity(x, g)  # (N, H*W, G)
-    if layer.normalize:
-        centered = s - layer._sum_over_positions(s) / positions
-        variance = layer._sum_over_positions(ops.square(centered)) / divisor
-        t = centered / (ops.sqrt(variance + layer._variance_floor) + layer.epsilon)
-    else:
-        t = s
-    gamma, beta = layer._float32_parameters((layer.groups,))
-    return _scale_channels(x, ops.sigmoid(gamma * t + beta))
+    gate = layer._gate_from_similarity(s, x, position_axis=1, parameter_shape=(layer.groups,))
+    return _scale_channels(x, gate)
 
 
 @ops.custom_gradient
@@ -91,35 +124,40 @@ def _similarity(x, g):
         d_g = ops.expand_dims(ops.einsum("npgc,npg->ngc", x, upstream), 1)
         return ops.expand_dims(upstream, -1) * g, d_g
 
-    return _dot_over_last_axis(x, g), gradient
+    return _dot_over_axis(x, g), gradient
 
 
-@ops.custom_gradient
-def _scale_channels(x, gate):
-    """`x * gate[..., None]`, whose gradient sums `dy * x` by halving too."""
+def _scale_channels(x, gate, axis=-1):
+    """`x * gate` with `gate` expanded at `axis`; its gradient sums `dy * x` by halving."""
 
-    def gradient(*args, upstream=None):
-        # TensorFlow and JAX pass the output's cotangent positionally.
-        if upstream is None:
-            (upstream,) = args
-        return upstream * ops.expand_dims(gate, -1), _dot_over_last_axis(upstream, x)
+    @ops.custom_gradient
+    def scale(x, gate):
+        def gradient(*args, upstream=None):
+            # TensorFlow and JAX pass the output's cotangent positionally.
+            if upstream is None:
+                (upstream,) = args
+            return upstream * ops.expand_dims(gate, axis), _dot_over_axis(upstream, x, axis)
 
-    return x * ops.expand_dims(gate, -1), gradient
+        return x * ops.expand_dims(gate, axis), gradient
+
+    return scale(x, gate)
 
 
-def _dot_over_last_axis(a, b):
-    """`sum(a * b, axis=-1)` by repeated halving (first half plus second half).
+def _dot_over_axis(a, b, axis=-1):
+    """`sum(a * b, axis=axis)` by repeated halving (first half plus second half).
 
     The first step multiplies as it adds, so `a * b` is never stored; an odd
     middle element is set aside and added at the end.
     """
-    size, total, remainder = a.shape[-1], None, None
+    axis = axis % len(a.shape)
+    size, total, remainder = a.shape[axis], None, None
 
     def part(start, stop):
         # A slice of a * b before the first step, of the running sum after.
+        index = (slice(None),) * axis + (slice(start, stop),)
         if total is None:
-            return a[..., start:stop] * b[..., start:stop]
-        return total[..., start:stop]
+            return a[index] * b[index]
+        return total[index]
 
     while size > 1:
         half = size // 2
@@ -131,4 +169,4 @@ def _dot_over_last_axis(a, b):
     total = part(0, 1)
     if remainder is not None:
         total = total + remainder
-    return ops.squeeze(total, axis=-1)
+    return ops.squeeze(total, axis=axis)

@@ -184,22 +184,28 @@ class SpatialGroupEnhance(keras.layers.Layer):
 
     def _gate(self, x):
         """Steps 1-4 on the float32 grouped view `x`; the gate keeps a size-1 channel axis."""
-        positions, divisor = self._position_counts(x)
+        positions, _ = self._position_counts(x)
         # 1. The group's global average feature g.
         g = self._sum_over_positions(x) / positions
         # 2. The similarity s of every position to g.
         s = ops.sum(x * g, axis=self._grouped_channel_axis, keepdims=True)
+        return self._gate_from_similarity(s, x)
+
+    def _gate_from_similarity(self, s, x, position_axis=None, parameter_shape=None):
+        """Steps 3-4: `sigmoid(gamma * t + beta)` from the similarity `s` of view `x`."""
+        positions, divisor = self._position_counts(x)
+        sum_over_positions = lambda t: self._sum_over_positions(t, position_axis)
         # 3. s normalised over the positions, with the unbiased std.
         if self.normalize:
-            centered = s - self._sum_over_positions(s) / positions
-            variance = self._sum_over_positions(ops.square(centered)) / divisor
+            centered = s - sum_over_positions(s) / positions
+            variance = sum_over_positions(ops.square(centered)) / divisor
             # The floor keeps the std's slope finite for one position or a
             # constant map (then centered == 0 and t == 0).
             t = centered / (ops.sqrt(variance + self._variance_floor) + self.epsilon)
         else:
             t = s
         # 4. The gate, with one scale and one shift per group.
-        gamma, beta = self._float32_parameters(self._parameter_shape)
+        gamma, beta = self._float32_parameters(parameter_shape or self._parameter_shape)
         return ops.sigmoid(gamma * t + beta)
 
     def _sum_over_positions(self, tensor, axis=None):

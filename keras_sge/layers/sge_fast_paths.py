@@ -1,6 +1,7 @@
 """Faster arrangements of the SGE layer, each kept only where measured faster.
 
-`SpatialGroupEnhance.call` and `_gate` are the definition. A fast path
+`SpatialGroupEnhance.call`, `_gate` and `_gate_from_similarity` are the
+definition, and torch runs it as it stands. A fast path
 computes the same function from the same float32 grouped view with other
 `keras.ops`, differentiated automatically, on a backend and layout where the
 plain form runs slowly. Set the environment variable `KERAS_SGE_PLAIN=1` to
@@ -39,27 +40,32 @@ def find(layer: keras.layers.Layer) -> Callable[[Any, Any], Any] | None:
     """
     if plain_forced():
         return None
+    if keras.backend.backend() == "torch":
+        # Eager torch runs one kernel per op: no arrangement measured faster.
+        return None
     if layer.data_format == "channels_first":
-        return channels_first_matmul
-    if keras.backend.backend() in ("tensorflow", "jax"):
-        return xla_channels_last
-    return None
+        return xla_channels_first
+    return xla_channels_last
 
 
-# --- Every backend, channels_first ---------------------------------------------
+# --- XLA (TensorFlow, JAX), channels_first ------------------------------------
 #
 # Works around: summing `x * g` over a group's channels, the middle axis of the
 # (N, G, C/G, H*W) view, stores the full-size product and reduces a strided
-# axis. A batched (1 x C/G) @ (C/G x H*W) matmul on that view reads x once and
-# stores nothing input-sized; its gradient gives x its share element-wise.
-# Backends, devices: TensorFlow, JAX and torch, channels_first; measured on
-# the CPU.
+# axis; autodiff of the statistics on (N, G, 1, H*W) tensors runs slower under
+# XLA:CPU than on (N, G, H*W). Here the similarity is a batched
+# (1 x C/G) @ (C/G x H*W) matmul on the view, which reads x once; its gradient
+# gives x its share element-wise (fused into the rest of dx), not as the
+# outer-product matmul autodiff would write out.
+# Backends, devices: TensorFlow and JAX, channels_first; measured on the CPU.
+# (On torch the same matmul, with or without this gradient, was not faster
+# than the definition.)
 # Measurement: see "Fast paths" in docs/performance.md.
 # Still needed? Compare `--layer-only --data-format channels_first` with and
 # without KERAS_SGE_PLAIN=1.
 
 
-def channels_first_matmul(layer, x):
+def xla_channels_first(layer, x):
     """`x * gate` for the (N, G, C/G, H*W) view, the similarity as a matmul."""
     positions, _ = layer._position_counts(x)
     g = layer._sum_over_positions(x) / positions  # (N, G, C/G, 1)
@@ -79,6 +85,7 @@ def _similarity_by_matmul(x, g):
     """
 
     def gradient(*args, upstream=None):
+        # TensorFlow and JAX pass the output's cotangent positionally.
         if upstream is None:
             (upstream,) = args
         return upstream * g, ops.matmul(x, ops.swapaxes(upstream, 2, 3))
@@ -106,7 +113,9 @@ def xla_channels_last(layer, x):
     positions, _ = layer._position_counts(x)
     g = layer._sum_over_positions(x) / positions
     s = _similarity(x, g)  # (N, H*W, G)
-    gate = layer._gate_from_similarity(s, x, position_axis=1, parameter_shape=(layer.groups,))
+    gate = layer._gate_from_similarity(
+        s, x, position_axis=1, parameter_shape=(layer.groups,)
+    )
     return _scale_channels(x, gate)
 
 
@@ -124,40 +133,34 @@ def _similarity(x, g):
         d_g = ops.expand_dims(ops.einsum("npgc,npg->ngc", x, upstream), 1)
         return ops.expand_dims(upstream, -1) * g, d_g
 
-    return _dot_over_axis(x, g), gradient
+    return _dot_over_last_axis(x, g), gradient
 
 
-def _scale_channels(x, gate, axis=-1):
-    """`x * gate` with `gate` expanded at `axis`; its gradient sums `dy * x` by halving."""
+@ops.custom_gradient
+def _scale_channels(x, gate):
+    """`x * gate[..., None]`, whose gradient sums `dy * x` by halving too."""
 
-    @ops.custom_gradient
-    def scale(x, gate):
-        def gradient(*args, upstream=None):
-            # TensorFlow and JAX pass the output's cotangent positionally.
-            if upstream is None:
-                (upstream,) = args
-            return upstream * ops.expand_dims(gate, axis), _dot_over_axis(upstream, x, axis)
+    def gradient(*args, upstream=None):
+        if upstream is None:
+            (upstream,) = args
+        return upstream * ops.expand_dims(gate, -1), _dot_over_last_axis(upstream, x)
 
-        return x * ops.expand_dims(gate, axis), gradient
-
-    return scale(x, gate)
+    return x * ops.expand_dims(gate, -1), gradient
 
 
-def _dot_over_axis(a, b, axis=-1):
-    """`sum(a * b, axis=axis)` by repeated halving (first half plus second half).
+def _dot_over_last_axis(a, b):
+    """`sum(a * b, axis=-1)` by repeated halving (first half plus second half).
 
     The first step multiplies as it adds, so `a * b` is never stored; an odd
     middle element is set aside and added at the end.
     """
-    axis = axis % len(a.shape)
-    size, total, remainder = a.shape[axis], None, None
+    size, total, remainder = a.shape[-1], None, None
 
     def part(start, stop):
         # A slice of a * b before the first step, of the running sum after.
-        index = (slice(None),) * axis + (slice(start, stop),)
         if total is None:
-            return a[index] * b[index]
-        return total[index]
+            return a[..., start:stop] * b[..., start:stop]
+        return total[..., start:stop]
 
     while size > 1:
         half = size // 2
@@ -169,4 +172,4 @@ def _dot_over_axis(a, b, axis=-1):
     total = part(0, 1)
     if remainder is not None:
         total = total + remainder
-    return ops.squeeze(total, axis=axis)
+    return ops.squeeze(total, axis=-1)

@@ -194,7 +194,10 @@ class SpatialGroupEnhance(keras.layers.Layer):
     def _gate_from_similarity(self, s, x, position_axis=None, parameter_shape=None):
         """Steps 3-4: `sigmoid(gamma * t + beta)` from the similarity `s` of view `x`."""
         positions, divisor = self._position_counts(x)
-        sum_over_positions = lambda t: self._sum_over_positions(t, position_axis)
+
+        def sum_over_positions(tensor):
+            return self._sum_over_positions(tensor, position_axis)
+
         # 3. s normalised over the positions, with the unbiased std.
         if self.normalize:
             centered = s - sum_over_positions(s) / positions

@@ -16,6 +16,7 @@ docs/performance.md records the measurements.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, Callable
 
@@ -38,14 +39,28 @@ def find(layer: keras.layers.Layer) -> Callable[[Any, Any], Any] | None:
         A function `f(layer, x) -> y` of the float32 grouped view (see
         `SpatialGroupEnhance._grouped`), or None for the plain definition.
     """
-    if plain_forced():
-        return None
-    if keras.backend.backend() == "torch":
+    if plain_forced() or not _xla_on_cpu():
         # Eager torch runs one kernel per op: no arrangement measured faster.
+        # The fast paths were measured on CPUs only.
         return None
     if layer.data_format == "channels_first":
         return xla_channels_first
     return xla_channels_last
+
+
+@functools.lru_cache(maxsize=None)
+def _xla_on_cpu() -> bool:
+    """Whether the backend is TensorFlow or JAX, computing on the CPU."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() == "cpu"
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return not tf.config.list_logical_devices("GPU")
+    return False
 
 
 # --- XLA (TensorFlow, JAX), channels_first ------------------------------------
@@ -57,7 +72,7 @@ def find(layer: keras.layers.Layer) -> Callable[[Any, Any], Any] | None:
 # (1 x C/G) @ (C/G x H*W) matmul on the view, which reads x once; its gradient
 # gives x its share element-wise (fused into the rest of dx), not as the
 # outer-product matmul autodiff would write out.
-# Backends, devices: TensorFlow and JAX, channels_first; measured on the CPU.
+# Backends, devices: TensorFlow and JAX on the CPU, channels_first.
 # (On torch the same matmul, with or without this gradient, was not faster
 # than the definition.)
 # Measurement: see "Fast paths" in docs/performance.md.
@@ -102,7 +117,7 @@ def _similarity_by_matmul(x, g):
 # it. Here the per-position tensors are (N, H*W, G), without the size-1 axis,
 # and both channel sums (the similarity, and the gate's cotangent `<dy, x>`)
 # are halvings, which XLA fuses into element-wise loops.
-# Backends, devices: TensorFlow and JAX, channels_last; measured on the CPU.
+# Backends, devices: TensorFlow and JAX on the CPU, channels_last.
 # Measurement: see "Fast paths" in docs/performance.md.
 # Still needed? Compare `--layer-only --data-format channels_last --backends
 # jax tensorflow` with and without KERAS_SGE_PLAIN=1.

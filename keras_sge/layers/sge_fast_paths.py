@@ -39,48 +39,44 @@ def find(layer: keras.layers.Layer) -> Callable[[Any, Any], Any] | None:
         A function `f(layer, x) -> y` of the float32 grouped view (see
         `SpatialGroupEnhance._grouped`), or None for the plain definition.
     """
-    if plain_forced() or not _xla_on_cpu():
-        # Eager torch runs one kernel per op: no arrangement measured faster.
-        # The fast paths were measured on CPUs only.
+    if plain_forced() or not _jax_on_cpu():
+        # On torch and TensorFlow no arrangement measured faster than the
+        # definition; on GPUs none was measured.
         return None
     if layer.data_format == "channels_first":
-        return xla_channels_first
-    return xla_channels_last
+        return jax_channels_first
+    return jax_channels_last
 
 
 @functools.lru_cache(maxsize=None)
-def _xla_on_cpu() -> bool:
-    """Whether the backend is TensorFlow or JAX, computing on the CPU."""
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
+def _jax_on_cpu() -> bool:
+    """Whether the backend is JAX, computing on the CPU."""
+    if keras.backend.backend() != "jax":
+        return False
+    import jax
 
-        return jax.default_backend() == "cpu"
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return not tf.config.list_logical_devices("GPU")
-    return False
+    return jax.default_backend() == "cpu"
 
 
-# --- XLA (TensorFlow, JAX), channels_first ------------------------------------
+# --- JAX on the CPU, channels_first --------------------------------------------
 #
 # Works around: summing `x * g` over a group's channels, the middle axis of the
 # (N, G, C/G, H*W) view, stores the full-size product and reduces a strided
-# axis; autodiff of the statistics on (N, G, 1, H*W) tensors runs slower under
-# XLA:CPU than on (N, G, H*W). Here the similarity is a batched
+# axis; XLA:CPU's YNNPACK fusions (jaxlib 0.10) run autodiff of the
+# statistics on (N, G, 1, H*W) tensors slower than on (N, G, H*W). Here the similarity is a batched
 # (1 x C/G) @ (C/G x H*W) matmul on the view, which reads x once; its gradient
 # gives x its share element-wise (fused into the rest of dx), not as the
 # outer-product matmul autodiff would write out.
-# Backends, devices: TensorFlow and JAX on the CPU, channels_first.
+# Backends, devices: JAX on the CPU, channels_first. (TensorFlow's XLA, without
+# YNNPACK, ran the definition as fast.)
 # (On torch the same matmul, with or without this gradient, was not faster
 # than the definition.)
 # Measurement: see "Fast paths" in docs/performance.md.
-# Still needed? Compare `--layer-only --data-format channels_first` with and
-# without KERAS_SGE_PLAIN=1.
+# Still needed? Compare `--layer-only --data-format channels_first --backends
+# jax` with and without KERAS_SGE_PLAIN=1.
 
 
-def xla_channels_first(layer, x):
+def jax_channels_first(layer, x):
     """`x * gate` for the (N, G, C/G, H*W) view, the similarity as a matmul."""
     positions, _ = layer._position_counts(x)
     g = layer._sum_over_positions(x) / positions  # (N, G, C/G, 1)
@@ -99,16 +95,13 @@ def _similarity_by_matmul(x, g):
     XLA) rather than as the outer-product matmul that autodiff writes out.
     """
 
-    def gradient(*args, upstream=None):
-        # TensorFlow and JAX pass the output's cotangent positionally.
-        if upstream is None:
-            (upstream,) = args
+    def gradient(upstream):
         return upstream * g, ops.matmul(x, ops.swapaxes(upstream, 2, 3))
 
     return ops.matmul(ops.swapaxes(g, 2, 3), x), gradient
 
 
-# --- XLA (TensorFlow, JAX), channels_last --------------------------------------
+# --- JAX on the CPU, channels_last ---------------------------------------------
 #
 # Works around: XLA:CPU (jaxlib 0.10) hands reductions to YNNPACK, which runs a
 # sum over a group's few trailing channels 5-30x slower than XLA's own loops,
@@ -117,13 +110,14 @@ def _similarity_by_matmul(x, g):
 # it. Here the per-position tensors are (N, H*W, G), without the size-1 axis,
 # and both channel sums (the similarity, and the gate's cotangent `<dy, x>`)
 # are halvings, which XLA fuses into element-wise loops.
-# Backends, devices: TensorFlow and JAX on the CPU, channels_last.
+# Backends, devices: JAX on the CPU, channels_last. (TensorFlow's XLA, without
+# YNNPACK, ran the definition as fast.)
 # Measurement: see "Fast paths" in docs/performance.md.
 # Still needed? Compare `--layer-only --data-format channels_last --backends
-# jax tensorflow` with and without KERAS_SGE_PLAIN=1.
+# jax` with and without KERAS_SGE_PLAIN=1.
 
 
-def xla_channels_last(layer, x):
+def jax_channels_last(layer, x):
     """`x * gate` for the (N, H*W, G, C/G) view, without size-1 axes or short-axis sums."""
     positions, _ = layer._position_counts(x)
     g = layer._sum_over_positions(x) / positions
@@ -142,9 +136,7 @@ def _similarity(x, g):
     of a product with a trailing size-1 axis, YNNPACK runs it many times slower.
     """
 
-    def gradient(*args, upstream=None):
-        if upstream is None:
-            (upstream,) = args
+    def gradient(upstream):
         d_g = ops.expand_dims(ops.einsum("npgc,npg->ngc", x, upstream), 1)
         return ops.expand_dims(upstream, -1) * g, d_g
 
@@ -155,9 +147,7 @@ def _similarity(x, g):
 def _scale_channels(x, gate):
     """`x * gate[..., None]`, whose gradient sums `dy * x` by halving too."""
 
-    def gradient(*args, upstream=None):
-        if upstream is None:
-            (upstream,) = args
+    def gradient(upstream):
         return upstream * ops.expand_dims(gate, -1), _dot_over_last_axis(upstream, x)
 
     return x * ops.expand_dims(gate, -1), gradient

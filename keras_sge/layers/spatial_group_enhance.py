@@ -34,7 +34,7 @@ class SpatialGroupEnhance(keras.layers.Layer):
     `t = 0` and returns `x * sigmoid(beta)` (the authors' module returns NaN).
 
     `call` is this definition in `keras.ops`, differentiated automatically.
-    On TensorFlow and JAX on the CPU the layer runs a measured faster
+    On JAX on the CPU the layer runs a measured faster
     arrangement of the same function (`keras_sge.layers.sge_fast_paths`);
     the environment variable `KERAS_SGE_PLAIN=1` turns those off.
 

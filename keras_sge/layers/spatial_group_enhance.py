@@ -2,39 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
-
 import keras
 from keras import constraints, initializers, ops, regularizers
 
+from keras_sge.layers import sge_fast_paths
+
 _DATA_FORMATS = ("channels_last", "channels_first")
-# Added to the variance under the square root, so that the std's slope stays
-# finite where the variance is 0 (one position, a constant map). It leaves
-# every float32 variance above about 2e-23 unchanged.
-_VARIANCE_FLOOR = 1e-30
-# Up to this many groups, channels_last on torch computes the similarity with
-# one block-diagonal matmul (see `_channels_last_similarity`).
-_BLOCK_MATMUL_MAX_GROUPS = 64
-
-
-class _Forward(NamedTuple):
-    """What the forward pass keeps for the hand-written backward pass.
-
-    Tensors are float32. Per-position ones have the gate's shape, `(N, P, G)`
-    or `(N, G, P)`; per-group statistics keep a size-1 position axis. The
-    last three exist only with `normalize=True`.
-    """
-
-    features: Any  # x, (N, P, G, C/G) or (N, G, C/G, P)
-    positions: Any  # P = H * W: a Python float, or a float32 scalar if dynamic
-    divisor: Any  # max(P - 1, 1) of the unbiased variance, like `positions`
-    mean: Any  # g, the group means
-    similarity: Any  # s = <x, g>
-    gamma: Any  # (G,) or (G, 1), to broadcast over the gate
-    gate: Any  # sigmoid of the logits
-    centered: Any = None  # s - mean_p(s)
-    std: Any = None  # unbiased std of s over positions
-    scale: Any = None  # gamma / (std + epsilon)
 
 
 @keras.saving.register_keras_serializable(package="keras_sge")
@@ -59,6 +32,11 @@ class SpatialGroupEnhance(keras.layers.Layer):
     computed in float32, so the layer is safe under `mixed_float16`. Where
     `H * W == 1` the standard deviation is undefined; the layer then uses
     `t = 0` and returns `x * sigmoid(beta)` (the authors' module returns NaN).
+
+    `call` is this definition in `keras.ops`, differentiated automatically.
+    On JAX on the CPU the layer runs a measured faster
+    arrangement of the same function (`keras_sge.layers.sge_fast_paths`);
+    the environment variable `KERAS_SGE_PLAIN=1` turns those off.
 
     Args:
         groups: Number of channel groups. The channel count must be divisible
@@ -98,6 +76,11 @@ class SpatialGroupEnhance(keras.layers.Layer):
         Li, Hu & Yang, "Spatial Group-wise Enhance: Improving Semantic Feature
         Learning in Convolutional Networks", 2019, arXiv:1905.09646.
     """
+
+    # Added to the variance under the square root, so that the std's slope
+    # stays finite where the variance is 0; no float32 variance above about
+    # 2e-23 changes.
+    _variance_floor = 1e-30
 
     def __init__(
         self,
@@ -143,14 +126,14 @@ class SpatialGroupEnhance(keras.layers.Layer):
         # to the compute dtype at the end.
         self.autocast = False
         self._channel_axis = -1 if data_format == "channels_last" else 1
-        # Axes of the grouped view (see `_grouped`), and the position axis
-        # of the per-position tensors (the gate's shape, see `_forward`).
+        # Axes of the grouped view (see `_grouped`) and the shape that
+        # broadcasts one number per group against the gate.
         if data_format == "channels_last":
-            self._grouped_spatial_axis, self._grouped_channel_axis = 1, 3
-            self._gate_position_axis = 1
+            self._position_axis, self._grouped_channel_axis = 1, 3
+            self._parameter_shape = (self.groups, 1)
         else:
-            self._grouped_spatial_axis, self._grouped_channel_axis = 3, 2
-            self._gate_position_axis = 2
+            self._position_axis, self._grouped_channel_axis = 3, 2
+            self._parameter_shape = (self.groups, 1, 1)
 
     def build(self, input_shape):
         if len(input_shape) != 4:
@@ -190,194 +173,76 @@ class SpatialGroupEnhance(keras.layers.Layer):
             constraint=self.beta_constraint,
         )
 
-    def _grouped(self, inputs):
-        """Views the input per group, flattened over space.
+    def call(self, inputs):
+        x = self._grouped(ops.cast(inputs, "float32"))
+        fast_path = sge_fast_paths.find(self)
+        y = fast_path(self, x) if fast_path else x * self._gate(x)
+        return ops.cast(ops.reshape(y, ops.shape(inputs)), self.compute_dtype)
 
-        Returns:
-            The view, `(N, P, G, C/G)` for channels_last or `(N, G, C/G, P)`
-            for channels_first with `P = H * W`, and `P` itself.
-        """
+    def _grouped(self, inputs):
+        """Views `(N, H, W, C)` as `(N, H*W, G, C/G)`, `(N, C, H, W)` as `(N, G, C/G, H*W)`."""
         shape = ops.shape(inputs)
         per_group = inputs.shape[self._channel_axis] // self.groups
         if self.data_format == "channels_last":
-            positions = shape[1] * shape[2]
-            view = (-1, positions, self.groups, per_group)
+            return ops.reshape(inputs, (-1, shape[1] * shape[2], self.groups, per_group))
+        return ops.reshape(inputs, (-1, self.groups, per_group, shape[2] * shape[3]))
+
+    def _gate(self, x):
+        """Steps 1-4 on the float32 grouped view `x`; the gate keeps a size-1 channel axis."""
+        positions, _ = self._position_counts(x)
+        # 1. The group's global average feature g.
+        g = self._sum_over_positions(x) / positions
+        # 2. The similarity s of every position to g.
+        s = ops.sum(x * g, axis=self._grouped_channel_axis, keepdims=True)
+        return self._gate_from_similarity(s, x)
+
+    def _gate_from_similarity(self, s, x, position_axis=None, parameter_shape=None):
+        """Steps 3-4: `sigmoid(gamma * t + beta)` from the similarity `s` of view `x`."""
+        positions, divisor = self._position_counts(x)
+
+        def sum_over_positions(tensor):
+            return self._sum_over_positions(tensor, position_axis)
+
+        gamma, beta = self._float32_parameters(parameter_shape or self._parameter_shape)
+        # 3. s normalised over the positions, with the unbiased std, and
+        # 4. the gate, with one scale and one shift per group.
+        if self.normalize:
+            centered = s - sum_over_positions(s) / positions
+            variance = sum_over_positions(ops.square(centered)) / divisor
+            # The floor keeps the std's slope finite for one position or a
+            # constant map (then centered == 0 and t == 0).
+            std = ops.sqrt(variance + self._variance_floor)
+            # gamma * t as centered times one number per group: one operation
+            # on the per-position tensor instead of two, here and in autodiff.
+            logits = centered * (gamma / (std + self.epsilon)) + beta
         else:
-            positions = shape[2] * shape[3]
-            view = (-1, self.groups, per_group, positions)
-        return ops.reshape(inputs, view), positions
+            logits = gamma * s + beta
+        return ops.sigmoid(logits)
 
-    def _forward(self, features, positions, gamma, beta):
-        """Steps 1-4 on the float32 grouped view.
+    def _sum_over_positions(self, tensor, axis=None):
+        """Sums over the positions axis (of the grouped view by default), keeping it.
 
-        Every per-position quantity has the gate's shape, `(N, P, G)` or
-        `(N, G, P)`, with no size-1 axis: XLA:CPU's YNNPACK fusions reduce a
-        product over positions about 25 times slower when a size-1 channel
-        axis trails it (docs/performance.md). `_per_channel` broadcasts them
-        against the grouped view.
-
-        Returns:
-            A `_Forward` holding the gate and what the backward pass needs.
+        A sum divided afterwards rather than `ops.mean`: torch's autograd of a
+        mean divides an input-sized gradient element by element.
         """
-        position_axis = self._gate_position_axis
-        # A static P stays a Python number: on torch, turning a Python
-        # scalar into a GPU tensor is a host-to-device copy that waits for
-        # the device, so the statistics use no such scalars at all.
+        axis = self._position_axis if axis is None else axis
+        return ops.sum(tensor, axis=axis, keepdims=True)
+
+    def _position_counts(self, x):
+        """Returns `H * W` and the unbiased variance's divisor `max(H * W - 1, 1)`."""
+        positions = x.shape[self._position_axis]
         if isinstance(positions, int):
-            positions = float(positions)
-            divisor = max(positions - 1.0, 1.0)
-        else:
-            positions = ops.cast(positions, "float32")
-            divisor = ops.maximum(positions - 1.0, 1.0)
-        # Step 1: the group means g, (N, 1, G, C/G) or (N, G, C/G, 1).
-        mean = self._mean_over_positions(
-            features, positions, self._grouped_spatial_axis
+            # Python numbers, not tensors: on torch every tensor made from a
+            # Python scalar is a host-to-device copy that waits for the GPU.
+            return float(positions), float(max(positions - 1, 1))
+        positions = ops.cast(ops.shape(x)[self._position_axis], "float32")
+        return positions, ops.maximum(positions - 1.0, 1.0)
+
+    def _float32_parameters(self, shape):
+        """gamma and beta in float32, reshaped to `shape`."""
+        return tuple(
+            ops.reshape(ops.cast(w, "float32"), shape) for w in (self.gamma, self.beta)
         )
-        # Step 2: the similarity s = <x, g> of every position.
-        if self.data_format == "channels_last":
-            similarity = self._channels_last_similarity(features, mean)
-        else:
-            # A batched (1 x C/G) @ (C/G x P) product: no transpose needed.
-            similarity = ops.squeeze(
-                ops.matmul(ops.swapaxes(mean, 2, 3), features), axis=2
-            )
-            # gamma and beta broadcast over the gate's shape, (N, G, P).
-            gamma = ops.expand_dims(gamma, -1)
-            beta = ops.expand_dims(beta, -1)
-        centered = std = scale = None
-        if self.normalize:
-            # Step 3. (The mean of s equals <g, g> in exact arithmetic, but
-            # with few positions the rounding of that shortcut is not
-            # cancelled out, so it is taken from s itself.)
-            centered = similarity - self._mean_over_positions(
-                similarity, positions, position_axis
-            )
-            # Unbiased variance, as torch.std. With a single position the
-            # centred values are exactly 0, so any positive divisor gives t=0.
-            variance = (
-                ops.sum(ops.square(centered), axis=position_axis, keepdims=True)
-                / divisor
-            )
-            std = ops.sqrt(variance + _VARIANCE_FLOOR)
-            # gamma / (std + epsilon) is one multiplier per group.
-            scale = gamma / (std + self.epsilon)
-            logits = centered * scale + beta
-        else:
-            logits = similarity * gamma + beta
-        return _Forward(
-            features=features,
-            positions=positions,
-            divisor=divisor,
-            mean=mean,
-            similarity=similarity,
-            gamma=gamma,
-            gate=ops.sigmoid(logits),
-            centered=centered,
-            std=std,
-            scale=scale,
-        )
-
-    def _per_channel(self, tensor):
-        """Broadcasts a per-position tensor against the grouped view."""
-        return ops.expand_dims(tensor, self._grouped_channel_axis)
-
-    @staticmethod
-    def _mean_over_positions(tensor, positions, axis):
-        """The mean over the position axis `axis`, kept as a size-1 axis.
-
-        Taken as a sum divided afterwards: torch's autograd of a mean divides
-        an input-sized broadcast gradient element by element, that of a sum
-        only expands it (forward+backward 20-25 % faster on torch;
-        docs/performance.md).
-        """
-        return ops.sum(tensor, axis=axis, keepdims=True) / positions
-
-    def _backward(self, upstream, saved):
-        """The vector-Jacobian product of `_enhance`, by hand.
-
-        It reads x and dy twice each and writes dx once (the derivation is in
-        docs/performance.md).
-
-        Args:
-            upstream: The output's cotangent, float32, in the grouped view.
-            saved: The `_Forward` of the same inputs.
-
-        Returns:
-            dx (float32, grouped view), d_gamma and d_beta (each `(groups,)`).
-        """
-        features, gate = saved.features, saved.gate
-        position_axis = self._gate_position_axis
-        batch_and_positions = (0, position_axis)
-        # y = x * a: the gate's cotangent, then the logits' (sigmoid').
-        # (This pass runs on TensorFlow and JAX only; see `call`.)
-        if self.data_format == "channels_last":
-            d_gate = _dot_over_last_axis(upstream, features)
-        else:
-            d_gate = ops.sum(upstream * features, axis=self._grouped_channel_axis)
-        d_logits = d_gate * gate * (1.0 - gate)
-        d_beta = ops.sum(d_logits, axis=batch_and_positions)
-        if self.normalize:
-            centered, std, scale = saved.centered, saved.std, saved.scale
-            # logits = centered * scale + beta, scale = gamma / (std + eps).
-            d_scale = ops.sum(d_logits * centered, axis=position_axis, keepdims=True)
-            d_gamma = ops.sum(d_scale / (std + self.epsilon), axis=0)
-            d_std = -d_scale * scale / (std + self.epsilon)
-            # std = sqrt(sum(centered^2) / divisor + floor): d std / d centered
-            # = centered / (divisor * std); the floor keeps std > 0.
-            d_centered = d_logits * scale + centered * (d_std / (saved.divisor * std))
-            d_similarity = d_centered - self._mean_over_positions(
-                d_centered, saved.positions, position_axis
-            )
-        else:
-            d_gamma = ops.sum(d_logits * saved.similarity, axis=batch_and_positions)
-            d_similarity = d_logits * saved.gamma
-        # s = <x, g> with g = mean(x): x receives d_s * g directly and
-        # d_g / P through the mean, where d_g = sum_p d_s * x is a
-        # contraction over positions (a reduction here would be fused into
-        # the element-wise dx below and recomputed per element by XLA).
-        if self.data_format == "channels_last":
-            d_mean = ops.expand_dims(
-                ops.einsum("npgc,npg->ngc", features, d_similarity), 1
-            )
-        else:
-            d_mean = ops.matmul(features, ops.expand_dims(d_similarity, -1))
-        dx = (
-            upstream * self._per_channel(gate)
-            + self._per_channel(d_similarity) * saved.mean
-            + d_mean / saved.positions
-        )
-        return dx, ops.reshape(d_gamma, (-1,)), ops.reshape(d_beta, (-1,))
-
-    def _channels_last_similarity(self, features, mean):
-        """Computes s (N, P, G) from features (N, P, G, C/G) and g (N, 1, G, C/G).
-
-        Both forms read x once, in its own layout. On TensorFlow and JAX it is
-        `x * g` summed over each group's channels by halving, fused by XLA
-        into one loop (`_dot_over_last_axis`). On torch, where every op is a
-        kernel of its own and autograd of the slices writes zero-padded
-        input-sized gradients, it is one batched matmul of the (N, P, C)
-        features with the block-diagonal (C, G) matrix that holds each
-        group's mean in its rows; beyond `_BLOCK_MATMUL_MAX_GROUPS` groups
-        the G-fold extra multiplications of that matrix would cost more than
-        a multiply-and-sum.
-        """
-        if not _runs_op_by_op():
-            return _dot_over_last_axis(features, mean)
-        if self.groups > _BLOCK_MATMUL_MAX_GROUPS:
-            return ops.sum(features * mean, axis=-1)
-        num_positions = ops.shape(features)[1]
-        per_group = features.shape[-1]
-        channels = self.groups * per_group
-        indicator = ops.cast(
-            ops.equal(
-                ops.expand_dims(ops.arange(channels) // per_group, 1),
-                ops.expand_dims(ops.arange(self.groups), 0),
-            ),
-            "float32",
-        )  # (C, G): 1 where channel c belongs to group k
-        blocks = ops.reshape(mean, (-1, channels, 1)) * indicator  # (N, C, G)
-        flat = ops.reshape(features, (-1, num_positions, channels))
-        return ops.matmul(flat, blocks)
 
     def compute_gate(self, inputs):
         """Computes the attention gate `sigmoid(gamma * t + beta)`.
@@ -392,62 +257,11 @@ class SpatialGroupEnhance(keras.layers.Layer):
         """
         if not self.built:
             self.build(tuple(inputs.shape))
-        _, saved = self._gate(inputs, *self._float32_weights())
+        gate = self._gate(self._grouped(ops.cast(inputs, "float32")))
         shape = ops.shape(inputs)
         if self.data_format == "channels_last":
-            return ops.reshape(saved.gate, (-1, shape[1], shape[2], self.groups))
-        return ops.reshape(saved.gate, (-1, self.groups, shape[2], shape[3]))
-
-    def _float32_weights(self):
-        return ops.cast(self.gamma, "float32"), ops.cast(self.beta, "float32")
-
-    def _gate(self, inputs, gamma, beta):
-        """Returns the grouped view and the `_Forward` of its float32 copy."""
-        grouped, positions = self._grouped(inputs)
-        features = ops.cast(grouped, "float32")
-        return grouped, self._forward(features, positions, gamma, beta)
-
-    def _enhance(self, inputs, gamma, beta):
-        """Returns `x * gate` and the `_Forward` its backward pass needs."""
-        grouped, saved = self._gate(inputs, gamma, beta)
-        gate = ops.cast(self._per_channel(saved.gate), grouped.dtype)
-        return ops.reshape(grouped * gate, ops.shape(inputs)), saved
-
-    def call(self, inputs):
-        gamma, beta = self._float32_weights()
-        if _runs_op_by_op():
-            # Eager autograd of the forward pass measured faster on torch
-            # than the hand-written backward (docs/performance.md).
-            outputs, _ = self._enhance(inputs, gamma, beta)
-        else:
-            outputs = self._enhance_with_vjp(inputs, gamma, beta)
-        return ops.cast(outputs, self.compute_dtype)
-
-    def _enhance_with_vjp(self, inputs, gamma, beta):
-        """`_enhance` with the hand-written backward pass of `_backward`.
-
-        Autodiff of the statistics keeps and re-reads several input-sized
-        tensors; on XLA (TensorFlow, JAX) the hand-written pass is faster.
-        """
-
-        @ops.custom_gradient
-        def enhance(inputs, gamma, beta):
-            outputs, saved = self._enhance(inputs, gamma, beta)
-
-            def gradient(*args, upstream=None):
-                # TensorFlow and JAX pass the output's cotangent positionally.
-                if upstream is None:
-                    (upstream,) = args
-                d_grouped, _ = self._grouped(upstream)
-                dx, d_gamma, d_beta = self._backward(
-                    ops.cast(d_grouped, "float32"), saved
-                )
-                dx = ops.reshape(dx, ops.shape(inputs))
-                return ops.cast(dx, inputs.dtype), d_gamma, d_beta
-
-            return outputs, gradient
-
-        return enhance(inputs, gamma, beta)
+            return ops.reshape(gate, (-1, shape[1], shape[2], self.groups))
+        return ops.reshape(gate, (-1, self.groups, shape[2], shape[3]))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
@@ -470,46 +284,3 @@ class SpatialGroupEnhance(keras.layers.Layer):
         )
         return config
 
-
-def _runs_op_by_op() -> bool:
-    """Whether every `keras.ops` call runs as a kernel of its own.
-
-    So it is on torch, where Keras runs layers eagerly; TensorFlow and JAX
-    compile the layer with XLA, which fuses element-wise ops into loops. The
-    layer picks its similarity and its backward pass by this
-    (docs/performance.md).
-    """
-    return keras.backend.backend() == "torch"
-
-
-def _dot_over_last_axis(a, b):
-    """`sum(a * b, axis=-1)` by repeated halving, for a short last axis.
-
-    Each step adds the first half of the axis to the second; an odd middle
-    element is set aside and added at the end. The first step multiplies the
-    halves as it adds them, so that `a * b` is never stored. XLA fuses the
-    slices, products and additions into one element-wise loop that reads `a`
-    and `b` once. XLA:CPU's YNNPACK fusions run the plain `sum` over a short
-    last axis 5-30 times slower, and fuse a separate product `a * b` into a
-    neighbouring reduction and store it (docs/performance.md).
-    """
-
-    size, total, remainder = a.shape[-1], None, None
-
-    def part(start, stop):
-        # A slice of a * b before the first step, of the running sum after.
-        if total is None:
-            return a[..., start:stop] * b[..., start:stop]
-        return total[..., start:stop]
-
-    while size > 1:
-        half = size // 2
-        if size % 2:
-            middle = part(half, half + 1)
-            remainder = middle if remainder is None else remainder + middle
-        total = part(0, half) + part(size - half, size)
-        size = half
-    total = part(0, 1)
-    if remainder is not None:
-        total = total + remainder
-    return ops.squeeze(total, axis=-1)

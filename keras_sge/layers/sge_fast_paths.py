@@ -1,0 +1,180 @@
+"""Faster arrangements of the SGE layer, each kept only where measured faster.
+
+`SpatialGroupEnhance.call`, `_gate` and `_gate_from_similarity` are the
+definition, and torch runs it as it stands. A fast path
+computes the same function from the same float32 grouped view with other
+`keras.ops`, differentiated automatically, on a backend and layout where the
+plain form runs slowly. Set the environment variable `KERAS_SGE_PLAIN=1` to
+run the plain definition everywhere (read at each call and trace), e.g. to
+tell whether a fast path is still needed:
+
+    KERAS_SGE_PLAIN=1 python -m benchmarks.compare_backends --layer-only
+    python -m benchmarks.compare_backends --layer-only
+
+docs/performance.md records the measurements.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Callable
+
+import keras
+from keras import ops
+
+
+def plain_forced() -> bool:
+    """Whether the environment variable `KERAS_SGE_PLAIN` asks for the plain definition."""
+    return os.environ.get("KERAS_SGE_PLAIN", "") not in ("", "0")
+
+
+def find(layer: keras.layers.Layer) -> Callable[[Any, Any], Any] | None:
+    """Returns the fast path for `layer` on the active backend, or None.
+
+    Args:
+        layer: A `SpatialGroupEnhance` layer.
+
+    Returns:
+        A function `f(layer, x) -> y` of the float32 grouped view (see
+        `SpatialGroupEnhance._grouped`), or None for the plain definition.
+    """
+    if plain_forced() or not _jax_on_cpu():
+        # On torch and TensorFlow no arrangement measured faster than the
+        # definition; on GPUs none was measured.
+        return None
+    if layer.data_format == "channels_first":
+        return jax_channels_first
+    return jax_channels_last
+
+
+@functools.lru_cache(maxsize=None)
+def _jax_on_cpu() -> bool:
+    """Whether the backend is JAX, computing on the CPU."""
+    if keras.backend.backend() != "jax":
+        return False
+    import jax
+
+    return jax.default_backend() == "cpu"
+
+
+# --- JAX on the CPU, channels_first --------------------------------------------
+#
+# Works around: summing `x * g` over a group's channels, the middle axis of the
+# (N, G, C/G, H*W) view, stores the full-size product and reduces a strided
+# axis; XLA:CPU's YNNPACK fusions (jaxlib 0.10) run autodiff of the
+# statistics on (N, G, 1, H*W) tensors slower than on (N, G, H*W). Here the similarity is a batched
+# (1 x C/G) @ (C/G x H*W) matmul on the view, which reads x once; its gradient
+# gives x its share element-wise (fused into the rest of dx), not as the
+# outer-product matmul autodiff would write out.
+# Backends, devices: JAX on the CPU, channels_first. (TensorFlow's XLA, without
+# YNNPACK, ran the definition as fast.)
+# (On torch the same matmul, with or without this gradient, was not faster
+# than the definition.)
+# Measurement: see "Fast paths" in docs/performance.md.
+# Still needed? Compare `--layer-only --data-format channels_first --backends
+# jax` with and without KERAS_SGE_PLAIN=1.
+
+
+def jax_channels_first(layer, x):
+    """`x * gate` for the (N, G, C/G, H*W) view, the similarity as a matmul."""
+    positions, _ = layer._position_counts(x)
+    g = layer._sum_over_positions(x) / positions  # (N, G, C/G, 1)
+    s = ops.squeeze(_similarity_by_matmul(x, g), 2)  # (N, G, H*W)
+    gate = layer._gate_from_similarity(
+        s, x, position_axis=2, parameter_shape=(layer.groups, 1)
+    )
+    return x * ops.expand_dims(gate, 2)
+
+
+@ops.custom_gradient
+def _similarity_by_matmul(x, g):
+    """`sum(x * g, axis=2, keepdims=True)` for x (N, G, C/G, P), g (N, G, C/G, 1).
+
+    Its gradient gives x its share element-wise (fused into the rest of dx by
+    XLA) rather than as the outer-product matmul that autodiff writes out.
+    """
+
+    def gradient(upstream):
+        return upstream * g, ops.matmul(x, ops.swapaxes(upstream, 2, 3))
+
+    return ops.matmul(ops.swapaxes(g, 2, 3), x), gradient
+
+
+# --- JAX on the CPU, channels_last ---------------------------------------------
+#
+# Works around: XLA:CPU (jaxlib 0.10) hands reductions to YNNPACK, which runs a
+# sum over a group's few trailing channels 5-30x slower than XLA's own loops,
+# stores a product `x * g` that it fuses into the neighbouring reduction, and
+# reduces a product over positions about 25x slower when a size-1 axis trails
+# it. Here the per-position tensors are (N, H*W, G), without the size-1 axis,
+# and both channel sums (the similarity, and the gate's cotangent `<dy, x>`)
+# are halvings, which XLA fuses into element-wise loops.
+# Backends, devices: JAX on the CPU, channels_last. (TensorFlow's XLA, without
+# YNNPACK, ran the definition as fast.)
+# Measurement: see "Fast paths" in docs/performance.md.
+# Still needed? Compare `--layer-only --data-format channels_last --backends
+# jax` with and without KERAS_SGE_PLAIN=1.
+
+
+def jax_channels_last(layer, x):
+    """`x * gate` for the (N, H*W, G, C/G) view, without size-1 axes or short-axis sums."""
+    positions, _ = layer._position_counts(x)
+    g = layer._sum_over_positions(x) / positions
+    s = _similarity(x, g)  # (N, H*W, G)
+    gate = layer._gate_from_similarity(
+        s, x, position_axis=1, parameter_shape=(layer.groups,)
+    )
+    return _scale_channels(x, gate)
+
+
+@ops.custom_gradient
+def _similarity(x, g):
+    """`sum(x * g, axis=-1)` for x (N, P, G, C/G) and g (N, 1, G, C/G), by halving.
+
+    Its gradient takes `dg` as a contraction over positions: as a reduction
+    of a product with a trailing size-1 axis, YNNPACK runs it many times slower.
+    """
+
+    def gradient(upstream):
+        d_g = ops.expand_dims(ops.einsum("npgc,npg->ngc", x, upstream), 1)
+        return ops.expand_dims(upstream, -1) * g, d_g
+
+    return _dot_over_last_axis(x, g), gradient
+
+
+@ops.custom_gradient
+def _scale_channels(x, gate):
+    """`x * gate[..., None]`, whose gradient sums `dy * x` by halving too."""
+
+    def gradient(upstream):
+        return upstream * ops.expand_dims(gate, -1), _dot_over_last_axis(upstream, x)
+
+    return x * ops.expand_dims(gate, -1), gradient
+
+
+def _dot_over_last_axis(a, b):
+    """`sum(a * b, axis=-1)` by repeated halving (first half plus second half).
+
+    The first step multiplies as it adds, so `a * b` is never stored; an odd
+    middle element is set aside and added at the end.
+    """
+    size, total, remainder = a.shape[-1], None, None
+
+    def part(start, stop):
+        # A slice of a * b before the first step, of the running sum after.
+        if total is None:
+            return a[..., start:stop] * b[..., start:stop]
+        return total[..., start:stop]
+
+    while size > 1:
+        half = size // 2
+        if size % 2:
+            middle = part(half, half + 1)
+            remainder = middle if remainder is None else remainder + middle
+        total = part(0, half) + part(size - half, size)
+        size = half
+    total = part(0, 1)
+    if remainder is not None:
+        total = total + remainder
+    return ops.squeeze(total, axis=-1)

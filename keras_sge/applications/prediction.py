@@ -8,6 +8,7 @@ import os
 import keras
 import numpy as np
 
+from keras_sge._lazy import require
 from keras_sge.applications.imagenet import NUM_CLASSES, decode_predictions
 from keras_sge.applications.preprocessing import preprocess_input
 
@@ -72,7 +73,7 @@ def load_image(path: str | os.PathLike, size: int = DEFAULT_SIZE) -> np.ndarray:
     >>> load_image("cat.jpg").shape
     (224, 224, 3)
     """
-    from PIL import Image
+    Image = require("PIL.Image", "viz", "Reading image files")
 
     try:
         with Image.open(path) as opened:

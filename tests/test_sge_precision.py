@@ -220,9 +220,11 @@ def test_plain_switch_disables_every_fast_path(monkeypatch):
         monkeypatch.setenv("KERAS_SGE_PLAIN", "1")
         assert sge_fast_paths.find(layer) is None
         monkeypatch.setenv("KERAS_SGE_PLAIN", "0")
-        # The fast paths are for JAX on the CPU only.
-        expected = sge_fast_paths._jax_on_cpu()
-        assert not (expected and BACKEND != "jax")
+        # The fast paths: JAX on the CPU, and torch in channels_first.
+        expected = sge_fast_paths._jax_on_cpu() or (
+            BACKEND == "torch" and data_format == "channels_first"
+        )
+        assert not (sge_fast_paths._jax_on_cpu() and BACKEND != "jax")
         assert (sge_fast_paths.find(layer) is not None) == expected
 
 

@@ -1,10 +1,10 @@
 """Faster arrangements of the SGE layer, each kept only where measured faster.
 
 `SpatialGroupEnhance.call`, `_gate` and `_gate_from_similarity` are the
-definition, and torch runs it as it stands. A fast path
-computes the same function from the same float32 grouped view with other
-`keras.ops`, differentiated automatically, on a backend and layout where the
-plain form runs slowly. Set the environment variable `KERAS_SGE_PLAIN=1` to
+definition, which TensorFlow runs as it stands. A fast path computes the same
+function from the same float32 grouped view with other `keras.ops` (JAX's with
+two small custom gradients), on a backend and layout where the plain form runs
+slowly: JAX on the CPU, and torch in channels_first. Set the environment variable `KERAS_SGE_PLAIN=1` to
 run the plain definition everywhere (read at each call and trace), e.g. to
 tell whether a fast path is still needed:
 
@@ -39,9 +39,13 @@ def find(layer: keras.layers.Layer) -> Callable[[Any, Any], Any] | None:
         A function `f(layer, x) -> y` of the float32 grouped view (see
         `SpatialGroupEnhance._grouped`), or None for the plain definition.
     """
-    if plain_forced() or not _jax_on_cpu():
-        # On torch and TensorFlow no arrangement measured faster than the
-        # definition; on GPUs none was measured.
+    if plain_forced():
+        return None
+    if keras.backend.backend() == "torch" and layer.data_format == "channels_first":
+        return torch_channels_first
+    if not _jax_on_cpu():
+        # On TensorFlow, and on torch in channels_last, no arrangement measured
+        # faster than the definition; on GPUs JAX's was not measured.
         return None
     if layer.data_format == "channels_first":
         return jax_channels_first
@@ -69,8 +73,6 @@ def _jax_on_cpu() -> bool:
 # outer-product matmul autodiff would write out.
 # Backends, devices: JAX on the CPU, channels_first. (TensorFlow's XLA, without
 # YNNPACK, ran the definition as fast.)
-# (On torch the same matmul, with or without this gradient, was not faster
-# than the definition.)
 # Measurement: see "Fast paths" in docs/performance.md.
 # Still needed? Compare `--layer-only --data-format channels_first --backends
 # jax` with and without KERAS_SGE_PLAIN=1.
@@ -78,9 +80,36 @@ def _jax_on_cpu() -> bool:
 
 def jax_channels_first(layer, x):
     """`x * gate` for the (N, G, C/G, H*W) view, the similarity as a matmul."""
+    return _channels_first_by_matmul(layer, x, _similarity_by_matmul)
+
+
+# --- torch, channels_first -----------------------------------------------------
+#
+# Works around: eager torch runs the similarity `sum(x * g)` over the middle
+# axis of the (N, G, C/G, H*W) view as a multiply that writes an input-sized
+# product and a strided reduction that reads it back, and autodiff does the
+# same again. The batched (1 x C/G) @ (C/G x H*W) matmul reads x once, and its
+# autodiff gradient is two matmuls. (JAX's custom gradient above does not help
+# here: torch runs each element-wise op as a kernel of its own.)
+# Backends, devices: torch, channels_first (measured on the CPU; the layer
+# before this version used the same matmul on torch everywhere, GPUs included).
+# Measurement: "torch, channels_first" in docs/performance.md.
+# Still needed? Compare `--layer-only --data-format channels_first --backends
+# torch` with and without KERAS_SGE_PLAIN=1.
+
+
+def torch_channels_first(layer, x):
+    """`x * gate` for the (N, G, C/G, H*W) view, the similarity as a plain matmul."""
+    return _channels_first_by_matmul(
+        layer, x, lambda x, g: ops.matmul(ops.swapaxes(g, 2, 3), x)
+    )
+
+
+def _channels_first_by_matmul(layer, x, similarity):
+    """`x * gate` with `similarity(x, g)` giving s as (N, G, 1, H*W)."""
     positions, _ = layer._position_counts(x)
     g = layer._sum_over_positions(x) / positions  # (N, G, C/G, 1)
-    s = ops.squeeze(_similarity_by_matmul(x, g), 2)  # (N, G, H*W)
+    s = ops.squeeze(similarity(x, g), 2)  # (N, G, H*W)
     gate = layer._gate_from_similarity(
         s, x, position_axis=2, parameter_shape=(layer.groups, 1)
     )

@@ -34,9 +34,10 @@ class SpatialGroupEnhance(keras.layers.Layer):
     `t = 0` and returns `x * sigmoid(beta)` (the authors' module returns NaN).
 
     `call` is this definition in `keras.ops`, differentiated automatically.
-    On JAX on the CPU the layer runs a measured faster
-    arrangement of the same function (`keras_sge.layers.sge_fast_paths`);
-    the environment variable `KERAS_SGE_PLAIN=1` turns those off.
+    On JAX on the CPU and on torch in channels_first the layer runs a
+    measured faster arrangement of the same function
+    (`keras_sge.layers.sge_fast_paths`); the environment variable
+    `KERAS_SGE_PLAIN=1` turns those off.
 
     Args:
         groups: Number of channel groups. The channel count must be divisible

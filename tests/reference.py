@@ -1,4 +1,4 @@
-"""Independent float64 NumPy references, written from the formulas in DESIGN.md."""
+"""Independent float64 NumPy references, written from the formulas of the SGE paper and the authors' code."""
 
 from __future__ import annotations
 

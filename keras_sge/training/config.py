@@ -12,7 +12,7 @@ from keras_sge.applications.registry import MODELS
 MIXED_PRECISION = ("none", "bfloat16", "float16")
 SCHEDULES = ("step", "cosine")
 
-# The authors' recipe (DESIGN.md): SGD momentum 0.9, lr 0.1 per 256 images,
+# The authors' recipe (their README and training script): SGD momentum 0.9, lr 0.1 per 256 images,
 # 100 epochs, x0.1 at epochs 30/60/90, coupled L2 1e-4 on every parameter,
 # plain cross-entropy, float32.
 # `fast` is ours, for short budgets: cosine decay after a linear warmup, label

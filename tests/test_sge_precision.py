@@ -1,9 +1,14 @@
-"""SGE's precision against float64, and its fast paths against the plain definition.
+"""SGE's precision against float64, and its backend paths against the plain definition.
 
 The yardstick is the authors' formulation of SGE in float32 under torch
 autograd: on the same inputs, the layer's output and gradients (input, gamma,
 beta) may be at most twice as far from float64 as that module's, on every
 backend, in both layouts, eagerly and compiled.
+
+"As far" is the root-mean-square error over every element of four random
+inputs per case. The largest error of a single element of one input is
+luck: on JAX, whose sums are as careful as torch's, it ranged from 0.2x to
+3.9x the authors' module's across seeds.
 """
 
 import numpy as np
@@ -126,47 +131,58 @@ def _value_and_grads(layer, x, dy, compiled):
     return (y.detach(), *grads)
 
 
-def relative_errors(got, want):
-    """max |got - want| / max |want| for each of y, dx, d_gamma, d_beta."""
-    return np.array([np.max(np.abs(g - w)) / np.max(np.abs(w)) for g, w in zip(got, want)])
+def squared_errors(got, want):
+    """The summed squared error of each of y, dx, d_gamma, d_beta."""
+    return np.array([np.sum(np.square(g - w)) for g, w in zip(got, want)])
 
 
 CASES = {
     # The ill-conditioned case: one channel per group, eight groups with
     # spatial means of 2.5e-5 to 3e-3.
     "ill_conditioned_1_channel": ("ill", (2, 64, 56, 56), 64),
-    # The same with four channels per group (the halving sums have work to do).
+    # The same with four channels per group.
     "ill_conditioned_4_channels": ("ill", (2, 256, 28, 28), 64),
     "normal": ("normal", (2, 128, 24, 24), 32),
 }
-# How much further from float64 than the authors' float32 module the layer may
-# be. TensorFlow's CPU kernels (outside XLA) add a reduction over any axis but
-# the innermost one element after another, and XLA on TensorFlow reduces
-# d_beta in the ill-conditioned case less exactly; the layer cannot choose
-# either order (docs/performance.md has the measured ratios).
-ALLOWED = {("tensorflow", False): 8.0, ("tensorflow", True): 3.0}
+SEEDS = (0, 1, 2, 3)
+QUANTITIES = ("y", "dx", "d_gamma", "d_beta")
 
 
-def _case(name):
+def _cases(name):
+    """The four inputs of case `name`, each as (x, gamma, beta, dy, groups)."""
     conditioning, shape, groups = CASES[name]
-    x, gamma, beta, dy = random_case(np.random.default_rng(0), shape, groups, conditioning)
-    return x, gamma, beta, dy, groups
+    return [
+        (*random_case(np.random.default_rng(seed), shape, groups, conditioning), groups)
+        for seed in SEEDS
+    ]
 
 
 @pytest.fixture(scope="module")
-def authors_errors():
-    """Float64 references and the authors' float32 errors, per case (computed once)."""
+def references():
+    """Per case: the float64 outputs per input and the authors' float32 RMS error."""
     cache = {}
 
     def get(name):
         if name not in cache:
-            x, gamma, beta, dy, groups = _case(name)
-            want = authors_outputs(x, gamma, beta, dy, groups, torch.float64)
-            got = authors_outputs(x, gamma, beta, dy, groups, torch.float32)
-            cache[name] = want, relative_errors(got, want)
+            wants, squared = [], 0.0
+            for x, gamma, beta, dy, groups in _cases(name):
+                want = authors_outputs(x, gamma, beta, dy, groups, torch.float64)
+                got = authors_outputs(x, gamma, beta, dy, groups, torch.float32)
+                wants.append(want)
+                squared = squared + squared_errors(got, want)
+            cache[name] = wants, np.sqrt(squared)
         return cache[name]
 
     return get
+
+
+def layer_error(name, wants, data_format, compiled):
+    """The layer's RMS error (up to a constant factor) on the inputs of case `name`."""
+    squared = 0.0
+    for (x, gamma, beta, dy, groups), want in zip(_cases(name), wants):
+        got = layer_outputs(x, gamma, beta, dy, groups, data_format, compiled)
+        squared = squared + squared_errors(got, want)
+    return np.sqrt(squared)
 
 
 # torch runs eagerly, as Keras runs torch models by default; torch.compile
@@ -177,55 +193,85 @@ COMPILED = (False, True) if BACKEND != "torch" else (False,)
 @pytest.mark.parametrize("compiled", COMPILED, ids=lambda c: "compiled" if c else "eager")
 @pytest.mark.parametrize("data_format", FORMATS)
 @pytest.mark.parametrize("case", CASES)
-def test_as_close_to_float64_as_the_authors_float32(
-    authors_errors, case, data_format, compiled
-):
-    want, authors = authors_errors(case)
-    x, gamma, beta, dy, groups = _case(case)
-    got = relative_errors(
-        layer_outputs(x, gamma, beta, dy, groups, data_format, compiled), want
-    )
-    allowed = ALLOWED.get((BACKEND, compiled), 2.0)
-    for name, error, reference in zip(["y", "dx", "d_gamma", "d_beta"], got, authors):
-        assert error <= allowed * reference, (
-            f"{name}: {error:.3g} from float64, the authors' float32 module {reference:.3g}"
+def test_as_close_to_float64_as_the_authors_float32(references, case, data_format, compiled):
+    wants, authors = references(case)
+    errors = layer_error(case, wants, data_format, compiled)
+    for name, error, reference in zip(QUANTITIES, errors, authors):
+        assert error <= 2.0 * reference, (
+            f"{name}: {error / reference:.2f}x the authors' float32 error from float64"
         )
+
+
+# The backend paths run eagerly on TensorFlow (outside XLA) and torch, compiled on JAX.
+PATH_COMPILED = BACKEND == "jax"
+# Each may be about as far from float64 as the authors' float32 module, so they
+# may differ by twice that. TensorFlow's path exists because its plain
+# definition outside XLA is up to 4.4x that far (docs/performance.md), so
+# there the two may differ by 2x plus that.
+PATH_TOLERANCE = 6.5 if BACKEND == "tensorflow" else 2.0
 
 
 @pytest.mark.parametrize("data_format", FORMATS)
-@pytest.mark.parametrize("case", ["ill_conditioned_4_channels", "normal"])
-def test_fast_path_matches_plain_definition(
-    authors_errors, monkeypatch, case, data_format
-):
-    # Each may be about as far from float64 as the authors' float32 module,
-    # so they may differ from each other by twice that, and no more.
-    _, authors = authors_errors(case)
-    x, gamma, beta, dy, groups = _case(case)
+@pytest.mark.parametrize("case", CASES)
+def test_backend_path_matches_plain_definition(references, monkeypatch, case, data_format):
+    _, authors = references(case)
     outputs = {}
     for plain in ("1", "0"):
         monkeypatch.setenv("KERAS_SGE_PLAIN", plain)
-        outputs[plain] = layer_outputs(
-            x, gamma, beta, dy, groups, data_format, BACKEND != "torch"
+        outputs[plain] = [
+            layer_outputs(x, gamma, beta, dy, groups, data_format, PATH_COMPILED)
+            for x, gamma, beta, dy, groups in _cases(case)
+        ]
+    difference = np.sqrt(sum(squared_errors(a, b) for a, b in zip(outputs["0"], outputs["1"])))
+    for name, error, reference in zip(QUANTITIES, difference, authors):
+        assert error <= PATH_TOLERANCE * reference, (
+            f"{name}: path and plain differ by {error / reference:.2f}x the authors' error"
         )
-    difference = relative_errors(outputs["0"], outputs["1"])
-    for name, error, reference in zip(["y", "dx", "d_gamma", "d_beta"], difference, authors):
-        assert error <= 2.0 * reference, f"{name}: fast and plain differ by {error:.3g}"
 
 
-def test_plain_switch_disables_every_fast_path(monkeypatch):
-    from keras_sge.layers import sge_fast_paths
+def test_plain_switch_disables_every_backend_path(monkeypatch):
+    from keras_sge.layers import sge_backend_paths
 
     for data_format in FORMATS:
         layer = SpatialGroupEnhance(4, data_format=data_format)
         monkeypatch.setenv("KERAS_SGE_PLAIN", "1")
-        assert sge_fast_paths.find(layer) is None
+        assert sge_backend_paths.find(layer) is None
         monkeypatch.setenv("KERAS_SGE_PLAIN", "0")
-        # The fast paths: JAX on the CPU, and torch in channels_first.
-        expected = sge_fast_paths._jax_on_cpu() or (
-            BACKEND == "torch" and data_format == "channels_first"
-        )
-        assert not (sge_fast_paths._jax_on_cpu() and BACKEND != "jax")
-        assert (sge_fast_paths.find(layer) is not None) == expected
+        # The paths: TensorFlow outside XLA, JAX on the CPU, torch channels_first.
+        expected = {
+            "tensorflow": sge_backend_paths.tensorflow_outside_xla,
+            "jax": sge_backend_paths.jax_channels_last
+            if data_format == "channels_last"
+            else sge_backend_paths.jax_channels_first,
+            "torch": sge_backend_paths.torch_channels_first
+            if data_format == "channels_first"
+            else None,
+        }[BACKEND]
+        if BACKEND == "jax" and not sge_backend_paths._jax_on_cpu():
+            expected = None
+        assert sge_backend_paths.find(layer) is expected
+
+
+def test_tensorflow_runs_the_definition_inside_xla():
+    if BACKEND != "tensorflow":
+        pytest.skip("TensorFlow backend only")
+    import tensorflow as tf
+
+    from keras_sge.layers import sge_backend_paths
+
+    layer = SpatialGroupEnhance(4)
+    found = {}
+
+    def probe(jit_compile):
+        def traced(x):
+            found[jit_compile] = sge_backend_paths.find(layer)
+            return x
+
+        tf.function(traced, jit_compile=jit_compile)(tf.zeros(()))
+
+    probe(True)
+    probe(False)
+    assert found == {True: None, False: sge_backend_paths.tensorflow_outside_xla}
 
 
 @pytest.mark.parametrize("data_format", FORMATS)

@@ -387,7 +387,7 @@ def test_gradients_match_finite_differences(
 ):
     # Every backend is held to the same float64 finite differences, so the
     # three backends agree with each other within twice this tolerance. On
-    # TensorFlow and JAX channels_last this checks the fast path's gradients.
+    # TensorFlow (eager) and JAX this checks the backend paths' gradients.
     x = _to_layout(rng.normal(size=(2, 4, 3, channels)), data_format)
     upstream = rng.normal(size=x.shape)
     layer, gamma, beta = _layer_with_random_params(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import constraints, initializers, ops, regularizers
 
-from keras_sge.layers import sge_fast_paths
+from keras_sge.layers import sge_backend_paths
 
 _DATA_FORMATS = ("channels_last", "channels_first")
 
@@ -35,8 +35,9 @@ class SpatialGroupEnhance(keras.layers.Layer):
 
     `call` is this definition in `keras.ops`, differentiated automatically.
     On JAX on the CPU and on torch in channels_first the layer runs a
-    measured faster arrangement of the same function
-    (`keras_sge.layers.sge_fast_paths`); the environment variable
+    measured faster arrangement of the same function, and on TensorFlow
+    outside XLA one that sums the group mean more precisely
+    (`keras_sge.layers.sge_backend_paths`); the environment variable
     `KERAS_SGE_PLAIN=1` turns those off.
 
     Args:
@@ -176,8 +177,8 @@ class SpatialGroupEnhance(keras.layers.Layer):
 
     def call(self, inputs):
         x = self._grouped(ops.cast(inputs, "float32"))
-        fast_path = sge_fast_paths.find(self)
-        y = fast_path(self, x) if fast_path else x * self._gate(x)
+        backend_path = sge_backend_paths.find(self)
+        y = backend_path(self, x) if backend_path else x * self._gate(x)
         return ops.cast(ops.reshape(y, ops.shape(inputs)), self.compute_dtype)
 
     def _grouped(self, inputs):
@@ -188,11 +189,15 @@ class SpatialGroupEnhance(keras.layers.Layer):
             return ops.reshape(inputs, (-1, shape[1] * shape[2], self.groups, per_group))
         return ops.reshape(inputs, (-1, self.groups, per_group, shape[2] * shape[3]))
 
-    def _gate(self, x):
-        """Steps 1-4 on the float32 grouped view `x`; the gate keeps a size-1 channel axis."""
+    def _gate(self, x, g=None):
+        """Steps 1-4 on the float32 grouped view `x`; the gate keeps a size-1 channel axis.
+
+        `g`, if given, is the group mean of step 1, computed by the caller.
+        """
         positions, _ = self._position_counts(x)
         # 1. The group's global average feature g.
-        g = self._sum_over_positions(x) / positions
+        if g is None:
+            g = self._sum_over_positions(x) / positions
         # 2. The similarity s of every position to g.
         s = ops.sum(x * g, axis=self._grouped_channel_axis, keepdims=True)
         return self._gate_from_similarity(s, x)
@@ -215,7 +220,11 @@ class SpatialGroupEnhance(keras.layers.Layer):
             std = ops.sqrt(variance + self._variance_floor)
             # gamma * t as centered times one number per group: one operation
             # on the per-position tensor instead of two, here and in autodiff.
-            logits = centered * (gamma / (std + self.epsilon)) + beta
+            scale = gamma / (std + self.epsilon)
+            # beta per sample, like the scale: autodiff then sums d_beta over
+            # each sample's positions and then over the batch, not as one long
+            # sum, which TensorFlow adds up element by element.
+            logits = centered * scale + ops.broadcast_to(beta, ops.shape(scale))
         else:
             logits = gamma * s + beta
         return ops.sigmoid(logits)

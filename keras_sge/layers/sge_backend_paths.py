@@ -1,12 +1,13 @@
-"""Faster arrangements of the SGE layer, each kept only where measured faster.
+"""Other arrangements of the SGE layer for some backends, each kept only where measured.
 
 `SpatialGroupEnhance.call`, `_gate` and `_gate_from_similarity` are the
-definition, which TensorFlow runs as it stands. A fast path computes the same
-function from the same float32 grouped view with other `keras.ops` (JAX's with
-two small custom gradients), on a backend and layout where the plain form runs
-slowly: JAX on the CPU, and torch in channels_first. Set the environment variable `KERAS_SGE_PLAIN=1` to
+definition. A backend path computes the same function from the same float32
+grouped view with other `keras.ops` (JAX's with two small custom gradients):
+faster where the plain form runs slowly (JAX on the CPU, torch in
+channels_first), or more precise where the backend's sums round more
+(TensorFlow outside XLA). Set the environment variable `KERAS_SGE_PLAIN=1` to
 run the plain definition everywhere (read at each call and trace), e.g. to
-tell whether a fast path is still needed:
+tell whether a path is still needed:
 
     KERAS_SGE_PLAIN=1 python -m benchmarks.compare_backends --layer-only
     python -m benchmarks.compare_backends --layer-only
@@ -17,6 +18,7 @@ docs/performance.md records the measurements.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from typing import Any, Callable
 
@@ -30,7 +32,7 @@ def plain_forced() -> bool:
 
 
 def find(layer: keras.layers.Layer) -> Callable[[Any, Any], Any] | None:
-    """Returns the fast path for `layer` on the active backend, or None.
+    """Returns the backend path for `layer` on the active backend, or None.
 
     Args:
         layer: A `SpatialGroupEnhance` layer.
@@ -41,11 +43,14 @@ def find(layer: keras.layers.Layer) -> Callable[[Any, Any], Any] | None:
     """
     if plain_forced():
         return None
-    if keras.backend.backend() == "torch" and layer.data_format == "channels_first":
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return None if _tensorflow_inside_xla() else tensorflow_outside_xla
+    if backend == "torch" and layer.data_format == "channels_first":
         return torch_channels_first
     if not _jax_on_cpu():
-        # On TensorFlow, and on torch in channels_last, no arrangement measured
-        # faster than the definition; on GPUs JAX's was not measured.
+        # On torch in channels_last no arrangement measured faster than the
+        # definition; on GPUs JAX's was not measured.
         return None
     if layer.data_format == "channels_first":
         return jax_channels_first
@@ -207,3 +212,56 @@ def _dot_over_last_axis(a, b):
     if remainder is not None:
         total = total + remainder
     return ops.squeeze(total, axis=-1)
+
+
+# --- TensorFlow outside XLA ------------------------------------------------------
+#
+# Works around: TensorFlow's CPU kernels add up a reduced axis one element after
+# another, so the group mean g over H*W positions carries H*W rounding steps
+# where torch sums pairwise; the normalisation amplifies that error where a
+# group's similarity barely varies. Summing blocks of about sqrt(H*W)
+# positions (the rows of a square map) and then the blocks shortens the chain
+# to about 2 sqrt(H*W). Inside XLA the definition runs: XLA merges the two sums
+# back into one that rounds more than its own single sum.
+# Backends, devices: TensorFlow outside XLA (eager, and `tf.function` without
+# `jit_compile`, which is how `model.fit` runs on the CPU by default); measured
+# on the CPU. With an unknown H*W (a traced function with free image sizes) the
+# definition runs.
+# Measurement: "Precision" in docs/performance.md (as fast as the definition).
+# Still needed? Run `KERAS_BACKEND=tensorflow KERAS_SGE_PLAIN=1 pytest
+# tests/test_sge_precision.py`: it fails where the plain sum is too coarse.
+
+
+def tensorflow_outside_xla(layer, x):
+    """`x * gate` with the group mean summed in blocks of positions."""
+    positions, _ = layer._position_counts(x)
+    g = _sum_in_blocks(x, layer._position_axis) / positions
+    return x * layer._gate(x, g)
+
+
+def _sum_in_blocks(x, axis):
+    """Sums `x` over `axis` (keeping it) in blocks of about sqrt(size) elements."""
+    size = x.shape[axis]
+    block = math.isqrt(size) if isinstance(size, int) else 1
+    while block > 1 and size % block:
+        block -= 1
+    if block == 1:
+        return ops.sum(x, axis=axis, keepdims=True)
+    blocked_shape = [-1 if d is None else d for d in x.shape]
+    blocked_shape[axis : axis + 1] = [size // block, block]
+    block_sums = ops.sum(ops.reshape(x, blocked_shape), axis=axis + 1)
+    return ops.sum(block_sums, axis=axis, keepdims=True)
+
+
+def _tensorflow_inside_xla() -> bool:
+    """Whether TensorFlow is tracing a function for XLA (`jit_compile=True`)."""
+    import tensorflow as tf
+
+    if tf.executing_eagerly():
+        return False
+    try:
+        # No public API tells; tf.keras's recurrent layers asked the same way.
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:  # Then the blocked sum runs inside XLA too: as precise, slower.
+        return False
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())

@@ -13,8 +13,9 @@ from benchmarks.timing import time_function
 def compile_for_training(model: keras.Model, torch_compile: bool = False) -> None:
     """Compiles `model` with the paper's optimizer and a logits loss.
 
-    `jit_compile` is Keras' default (XLA on TensorFlow and JAX, eager on
-    PyTorch) unless `torch_compile` asks for `torch.compile` on PyTorch.
+    `jit_compile` is Keras' default (XLA on JAX, and on TensorFlow where it
+    sees a GPU, not on a machine with only CPUs; eager on PyTorch) unless
+    `torch_compile` asks for `torch.compile` on PyTorch.
 
     Args:
         model: A classifier that outputs logits.

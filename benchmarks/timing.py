@@ -96,7 +96,7 @@ def synchronize(outputs: Any = None) -> None:
 
 
 def compile_function(fn: Callable, torch_compile: bool = False) -> Callable:
-    """Compiles `fn` the way the active backend compiles.
+    """Compiles `fn` the way Keras compiles a model's functions by default.
 
     Args:
         fn: A function of backend tensors.
@@ -104,8 +104,10 @@ def compile_function(fn: Callable, torch_compile: bool = False) -> Callable:
             (eager otherwise, which is what Keras uses by default).
 
     Returns:
-        `jax.jit(fn)` on JAX, `tf.function(fn, jit_compile=True)` on
-        TensorFlow, and `fn` itself (or `torch.compile(fn)`) on PyTorch.
+        `jax.jit(fn)` on JAX; on TensorFlow `tf.function(fn)`, with XLA
+        only where TensorFlow sees a GPU or other accelerator (Keras'
+        `jit_compile="auto"` turns XLA off on machines with only CPUs); and
+        `fn` itself (or `torch.compile(fn)`) on PyTorch.
     """
     backend = keras.backend.backend()
     if backend == "jax":
@@ -115,7 +117,10 @@ def compile_function(fn: Callable, torch_compile: bool = False) -> Callable:
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(fn, jit_compile=True, reduce_retracing=True)
+        accelerated = any(
+            device.device_type != "CPU" for device in tf.config.list_physical_devices()
+        )
+        return tf.function(fn, jit_compile=accelerated, reduce_retracing=True)
     if backend == "torch" and torch_compile:
         import torch
 

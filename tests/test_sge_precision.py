@@ -3,7 +3,8 @@
 The yardstick is the authors' formulation of SGE in float32 under torch
 autograd: on the same inputs, the layer's output and gradients (input, gamma,
 beta) may be at most twice as far from float64 as that module's, on every
-backend, in both layouts, eagerly and compiled.
+backend, in both layouts, eagerly and compiled (and on TensorFlow in a `tf.function`
+without XLA, as `model.fit` runs on the CPU).
 
 "As far" is the root-mean-square error over every element of four random
 inputs per case. The largest error of a single element of one input is
@@ -78,14 +79,14 @@ def _nhwc(t):
     return np.transpose(t, (0, 2, 3, 1))
 
 
-def layer_outputs(x_nchw, gamma, beta, dy_nchw, groups, data_format, compiled):
+def layer_outputs(x_nchw, gamma, beta, dy_nchw, groups, data_format, mode):
     """y, dx, d_gamma, d_beta of the layer on the active backend, NCHW float64 NumPy."""
     to_layout = (lambda t: t) if data_format == "channels_first" else _nhwc
     x, dy = to_layout(x_nchw), to_layout(dy_nchw)
     layer = SpatialGroupEnhance(groups, data_format=data_format)
     layer.build(x.shape)
     layer.set_weights([gamma, beta])
-    y, *grads = _value_and_grads(layer, x, dy, compiled)
+    y, *grads = _value_and_grads(layer, x, dy, mode)
     dx, d_gamma, d_beta = grads
     back = (lambda t: t) if data_format == "channels_first" else (
         lambda t: np.transpose(t, (0, 3, 1, 2))
@@ -96,8 +97,12 @@ def layer_outputs(x_nchw, gamma, beta, dy_nchw, groups, data_format, compiled):
     ]
 
 
-def _value_and_grads(layer, x, dy, compiled):
-    """(y, dx, d_gamma, d_beta) of `layer` at x with cotangent dy."""
+def _value_and_grads(layer, x, dy, mode):
+    """(y, dx, d_gamma, d_beta) of `layer` at x with cotangent dy.
+
+    `mode` is "eager", "compiled" (XLA on TensorFlow and JAX, torch.compile),
+    or on TensorFlow "function" (`tf.function` without XLA).
+    """
     if BACKEND == "tensorflow":
         import tensorflow as tf
 
@@ -108,8 +113,8 @@ def _value_and_grads(layer, x, dy, compiled):
             grads = tape.gradient(y, [x, layer.gamma.value, layer.beta.value], dy)
             return (y, *grads)
 
-        if compiled:
-            step = tf.function(step, jit_compile=True)
+        if mode != "eager":
+            step = tf.function(step, jit_compile=mode == "compiled")
         return step(tf.constant(x), tf.constant(dy))
     if BACKEND == "jax":
         import jax
@@ -119,11 +124,11 @@ def _value_and_grads(layer, x, dy, compiled):
             d_weights, dx = vjp(dy)
             return (y, dx, *d_weights)
 
-        if compiled:
+        if mode == "compiled":
             step = jax.jit(step)
         return step([v.value for v in layer.trainable_variables], x, dy)
     x = torch.tensor(x, requires_grad=True)
-    call = torch.compile(layer) if compiled else layer
+    call = torch.compile(layer) if mode == "compiled" else layer
     y = call(x)
     grads = torch.autograd.grad(
         y, [x, layer.gamma.value, layer.beta.value], torch.tensor(dy)
@@ -176,34 +181,44 @@ def references():
     return get
 
 
-def layer_error(name, wants, data_format, compiled):
+def layer_error(name, wants, data_format, mode):
     """The layer's RMS error (up to a constant factor) on the inputs of case `name`."""
     squared = 0.0
     for (x, gamma, beta, dy, groups), want in zip(_cases(name), wants):
-        got = layer_outputs(x, gamma, beta, dy, groups, data_format, compiled)
+        got = layer_outputs(x, gamma, beta, dy, groups, data_format, mode)
         squared = squared + squared_errors(got, want)
     return np.sqrt(squared)
 
 
 # torch runs eagerly, as Keras runs torch models by default; torch.compile
 # takes minutes on a small CPU.
-COMPILED = (False, True) if BACKEND != "torch" else (False,)
+MODES = {
+    "tensorflow": ("eager", "function", "compiled"),
+    "jax": ("eager", "compiled"),
+    "torch": ("eager",),
+}[BACKEND]
 
 
-@pytest.mark.parametrize("compiled", COMPILED, ids=lambda c: "compiled" if c else "eager")
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("data_format", FORMATS)
 @pytest.mark.parametrize("case", CASES)
-def test_as_close_to_float64_as_the_authors_float32(references, case, data_format, compiled):
+def test_as_close_to_float64_as_the_authors_float32(references, case, data_format, mode):
     wants, authors = references(case)
-    errors = layer_error(case, wants, data_format, compiled)
+    errors = layer_error(case, wants, data_format, mode)
     for name, error, reference in zip(QUANTITIES, errors, authors):
         assert error <= 2.0 * reference, (
             f"{name}: {error / reference:.2f}x the authors' float32 error from float64"
         )
 
 
-# The backend paths run eagerly on TensorFlow (outside XLA) and torch, compiled on JAX.
-PATH_COMPILED = BACKEND == "jax"
+# Where the backend paths run: TensorFlow outside XLA (eagerly, and in a
+# `tf.function`, where the path compiles the definition with XLA), torch
+# eagerly, JAX compiled.
+PATH_MODES = {
+    "tensorflow": ("eager", "function"),
+    "jax": ("compiled",),
+    "torch": ("eager",),
+}[BACKEND]
 # Each may be about as far from float64 as the authors' float32 module, so they
 # may differ by twice that. TensorFlow's path exists because its plain
 # definition outside XLA is up to 4.4x that far (docs/performance.md), so
@@ -211,15 +226,18 @@ PATH_COMPILED = BACKEND == "jax"
 PATH_TOLERANCE = 6.5 if BACKEND == "tensorflow" else 2.0
 
 
+@pytest.mark.parametrize("mode", PATH_MODES)
 @pytest.mark.parametrize("data_format", FORMATS)
 @pytest.mark.parametrize("case", CASES)
-def test_backend_path_matches_plain_definition(references, monkeypatch, case, data_format):
+def test_backend_path_matches_plain_definition(
+    references, monkeypatch, case, data_format, mode
+):
     _, authors = references(case)
     outputs = {}
     for plain in ("1", "0"):
         monkeypatch.setenv("KERAS_SGE_PLAIN", plain)
         outputs[plain] = [
-            layer_outputs(x, gamma, beta, dy, groups, data_format, PATH_COMPILED)
+            layer_outputs(x, gamma, beta, dy, groups, data_format, mode)
             for x, gamma, beta, dy, groups in _cases(case)
         ]
     difference = np.sqrt(sum(squared_errors(a, b) for a, b in zip(outputs["0"], outputs["1"])))
@@ -252,26 +270,31 @@ def test_plain_switch_disables_every_backend_path(monkeypatch):
         assert sge_backend_paths.find(layer) is expected
 
 
-def test_tensorflow_runs_the_definition_inside_xla():
+def test_tensorflow_paths_by_context():
+    # Inside XLA the definition; in a traced function on the CPU, the
+    # definition compiled with XLA; eagerly, the blocked group mean.
     if BACKEND != "tensorflow":
         pytest.skip("TensorFlow backend only")
     import tensorflow as tf
 
     from keras_sge.layers import sge_backend_paths
 
-    layer = SpatialGroupEnhance(4)
+    x = tf.random.normal((2, 6, 6, 8))
     found = {}
+    for jit_compile in (True, False):
+        layer = SpatialGroupEnhance(4)
+        layer.build(x.shape)
 
-    def probe(jit_compile):
-        def traced(x):
+        def traced(x, layer=layer, jit_compile=jit_compile):
             found[jit_compile] = sge_backend_paths.find(layer)
-            return x
+            return layer(x)
 
-        tf.function(traced, jit_compile=jit_compile)(tf.zeros(()))
-
-    probe(True)
-    probe(False)
+        tf.function(traced, jit_compile=jit_compile)(x)
+        assert (layer in sge_backend_paths._XLA_DEFINITIONS) == (not jit_compile)
     assert found == {True: None, False: sge_backend_paths.tensorflow_outside_xla}
+    eager_layer = SpatialGroupEnhance(4)
+    eager_layer(x)
+    assert eager_layer not in sge_backend_paths._XLA_DEFINITIONS
 
 
 @pytest.mark.parametrize("data_format", FORMATS)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import weakref
 from typing import Any, Callable
 
 import keras
@@ -38,8 +39,8 @@ def find(layer: keras.layers.Layer) -> Callable[[Any, Any], Any] | None:
         layer: A `SpatialGroupEnhance` layer.
 
     Returns:
-        A function `f(layer, x) -> y` of the float32 grouped view (see
-        `SpatialGroupEnhance._grouped`), or None for the plain definition.
+        A function `f(layer, inputs) -> outputs` that replaces the layer's
+        `call`, or None for the plain definition.
     """
     if plain_forced():
         return None
@@ -83,9 +84,11 @@ def _jax_on_cpu() -> bool:
 # jax` with and without KERAS_SGE_PLAIN=1.
 
 
-def jax_channels_first(layer, x):
-    """`x * gate` for the (N, G, C/G, H*W) view, the similarity as a matmul."""
-    return _channels_first_by_matmul(layer, x, _similarity_by_matmul)
+def jax_channels_first(layer, inputs):
+    """The layer on the (N, G, C/G, H*W) view, the similarity as a matmul."""
+    return layer._on_groups(
+        inputs, lambda x: _channels_first_by_matmul(layer, x, _similarity_by_matmul)
+    )
 
 
 # --- torch, channels_first -----------------------------------------------------
@@ -103,10 +106,14 @@ def jax_channels_first(layer, x):
 # torch` with and without KERAS_SGE_PLAIN=1.
 
 
-def torch_channels_first(layer, x):
-    """`x * gate` for the (N, G, C/G, H*W) view, the similarity as a plain matmul."""
-    return _channels_first_by_matmul(
-        layer, x, lambda x, g: ops.matmul(ops.swapaxes(g, 2, 3), x)
+def torch_channels_first(layer, inputs):
+    """The layer on the (N, G, C/G, H*W) view, the similarity as a plain matmul."""
+
+    def similarity(x, g):
+        return ops.matmul(ops.swapaxes(g, 2, 3), x)
+
+    return layer._on_groups(
+        inputs, lambda x: _channels_first_by_matmul(layer, x, similarity)
     )
 
 
@@ -151,8 +158,13 @@ def _similarity_by_matmul(x, g):
 # jax` with and without KERAS_SGE_PLAIN=1.
 
 
-def jax_channels_last(layer, x):
-    """`x * gate` for the (N, H*W, G, C/G) view, without size-1 axes or short-axis sums."""
+def jax_channels_last(layer, inputs):
+    """The layer on the (N, H*W, G, C/G) view, without size-1 axes or short-axis sums."""
+    return layer._on_groups(inputs, lambda x: _jax_channels_last_groups(layer, x))
+
+
+def _jax_channels_last_groups(layer, x):
+    """`x * gate` for the float32 (N, H*W, G, C/G) view."""
     positions, _ = layer._position_counts(x)
     g = layer._sum_over_positions(x) / positions
     s = _similarity(x, g)  # (N, H*W, G)
@@ -216,27 +228,65 @@ def _dot_over_last_axis(a, b):
 
 # --- TensorFlow outside XLA ------------------------------------------------------
 #
-# Works around: TensorFlow's CPU kernels add up a reduced axis one element after
-# another, so the group mean g over H*W positions carries H*W rounding steps
-# where torch sums pairwise; the normalisation amplifies that error where a
-# group's similarity barely varies. Summing blocks of about sqrt(H*W)
-# positions (the rows of a square map) and then the blocks shortens the chain
-# to about 2 sqrt(H*W). Inside XLA the definition runs: XLA merges the two sums
-# back into one that rounds more than its own single sum.
-# Backends, devices: TensorFlow outside XLA (eager, and `tf.function` without
-# `jit_compile`, which is how `model.fit` runs on the CPU by default); measured
-# on the CPU. With an unknown H*W (a traced function with free image sizes) the
-# definition runs.
-# Measurement: "Precision" in docs/performance.md (as fast as the definition).
-# Still needed? Run `KERAS_BACKEND=tensorflow KERAS_SGE_PLAIN=1 pytest
-# tests/test_sge_precision.py`: it fails where the plain sum is too coarse.
+# Works around, in a traced function (`model.fit`, `predict`: Keras turns XLA
+# off on machines with only CPUs): TensorFlow's graph kernels write each
+# product of the definition out in full and broadcast slowly along a group's
+# trailing channels. The path runs the definition compiled with XLA, which
+# fuses them, inside the surrounding graph.
+# Eagerly (where compiling each new shape would cost more than it saves), and on
+# other devices: TensorFlow's kernels add up a reduced axis one element after
+# another, so the group mean over H*W positions carries H*W rounding steps
+# where torch sums pairwise, and the normalisation amplifies that error where a
+# group's similarity barely varies. The path sums blocks of about sqrt(H*W)
+# positions, then the blocks. (Inside XLA, which merges the two sums into one
+# that rounds more than its own single sum, the definition runs as it stands.)
+# Backends, devices: TensorFlow outside XLA; measured on the CPU.
+# Measurement: "TensorFlow outside XLA" and "Precision" in docs/performance.md.
+# Still needed? Time `python -m benchmarks.compare_backends --backends
+# tensorflow --layer-only` (TensorFlow as Keras runs it by default: no XLA on a
+# machine with only CPUs) with and without KERAS_SGE_PLAIN=1, and run
+# `KERAS_BACKEND=tensorflow KERAS_SGE_PLAIN=1 pytest tests/test_sge_precision.py`,
+# which fails where the plain sum is too coarse.
 
 
-def tensorflow_outside_xla(layer, x):
-    """`x * gate` with the group mean summed in blocks of positions."""
-    positions, _ = layer._position_counts(x)
-    g = _sum_in_blocks(x, layer._position_axis) / positions
-    return x * layer._gate(x, g)
+def tensorflow_outside_xla(layer, inputs):
+    """The definition compiled with XLA in a graph on the CPU; else with a blocked group mean."""
+    import tensorflow as tf
+
+    if not tf.executing_eagerly() and _tensorflow_cpu_only():
+        return _definition_compiled_with_xla(layer)(inputs)
+
+    def blocked(x):
+        positions, _ = layer._position_counts(x)
+        g = _sum_in_blocks(x, layer._position_axis) / positions
+        return x * layer._gate(x, g)
+
+    return layer._on_groups(inputs, blocked)
+
+
+_XLA_DEFINITIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _definition_compiled_with_xla(layer):
+    """The layer's plain `call` as a `tf.function(jit_compile=True)`, one per layer."""
+    if layer not in _XLA_DEFINITIONS:
+        import tensorflow as tf
+
+        layer_ref = weakref.ref(layer)  # the cache must not keep the layer alive
+
+        def definition(inputs):
+            return layer_ref()._definition(inputs)
+
+        _XLA_DEFINITIONS[layer] = tf.function(definition, jit_compile=True)
+    return _XLA_DEFINITIONS[layer]
+
+
+@functools.lru_cache(maxsize=None)
+def _tensorflow_cpu_only() -> bool:
+    """Whether TensorFlow sees no device but CPUs."""
+    import tensorflow as tf
+
+    return all(d.device_type == "CPU" for d in tf.config.list_physical_devices())
 
 
 def _sum_in_blocks(x, axis):

@@ -35,9 +35,10 @@ class SpatialGroupEnhance(keras.layers.Layer):
 
     `call` is this definition in `keras.ops`, differentiated automatically.
     On JAX on the CPU and on torch in channels_first the layer runs a
-    measured faster arrangement of the same function, and on TensorFlow
-    outside XLA one that sums the group mean more precisely
-    (`keras_sge.layers.sge_backend_paths`); the environment variable
+    measured faster arrangement of the same function; on TensorFlow outside
+    XLA, the definition compiled with XLA (in a traced function on the CPU)
+    or with a more precisely summed group mean (eagerly)
+    (`keras_sge.layers.sge_backend_paths`). The environment variable
     `KERAS_SGE_PLAIN=1` turns those off.
 
     Args:
@@ -176,9 +177,19 @@ class SpatialGroupEnhance(keras.layers.Layer):
         )
 
     def call(self, inputs):
-        x = self._grouped(ops.cast(inputs, "float32"))
         backend_path = sge_backend_paths.find(self)
-        y = backend_path(self, x) if backend_path else x * self._gate(x)
+        return backend_path(self, inputs) if backend_path else self._definition(inputs)
+
+    def _definition(self, inputs):
+        """The layer's output by steps 1-4, as written."""
+        return self._on_groups(inputs, lambda x: x * self._gate(x))
+
+    def _on_groups(self, inputs, function):
+        """Applies `function` to the float32 grouped view of `inputs`.
+
+        Returns its result in the shape of `inputs` and the compute dtype.
+        """
+        y = function(self._grouped(ops.cast(inputs, "float32")))
         return ops.cast(ops.reshape(y, ops.shape(inputs)), self.compute_dtype)
 
     def _grouped(self, inputs):

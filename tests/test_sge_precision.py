@@ -270,7 +270,7 @@ def test_plain_switch_disables_every_backend_path(monkeypatch):
         assert sge_backend_paths.find(layer) is expected
 
 
-def test_tensorflow_paths_by_context():
+def test_tensorflow_paths_by_context(monkeypatch):
     # Inside XLA the definition; in a traced function on the CPU, the
     # definition compiled with XLA; eagerly, the blocked group mean.
     if BACKEND != "tensorflow":
@@ -282,6 +282,7 @@ def test_tensorflow_paths_by_context():
     x = tf.random.normal((2, 6, 6, 8))
     found = {}
     for jit_compile in (True, False):
+        monkeypatch.setattr(sge_backend_paths, "_XLA_DEFINITIONS", {})
         layer = SpatialGroupEnhance(4)
         layer.build(x.shape)
 
@@ -290,11 +291,44 @@ def test_tensorflow_paths_by_context():
             return layer(x)
 
         tf.function(traced, jit_compile=jit_compile)(x)
-        assert (layer in sge_backend_paths._XLA_DEFINITIONS) == (not jit_compile)
+        assert len(sge_backend_paths._XLA_DEFINITIONS) == (0 if jit_compile else 1)
     assert found == {True: None, False: sge_backend_paths.tensorflow_outside_xla}
-    eager_layer = SpatialGroupEnhance(4)
-    eager_layer(x)
-    assert eager_layer not in sge_backend_paths._XLA_DEFINITIONS
+    monkeypatch.setattr(sge_backend_paths, "_XLA_DEFINITIONS", {})
+    SpatialGroupEnhance(4)(x)
+    assert not sge_backend_paths._XLA_DEFINITIONS
+
+
+def test_tensorflow_layers_alike_share_one_compiled_function_with_their_own_weights(
+    monkeypatch,
+):
+    if BACKEND != "tensorflow":
+        pytest.skip("TensorFlow backend only")
+    import tensorflow as tf
+
+    from keras_sge.layers import sge_backend_paths
+
+    monkeypatch.setattr(sge_backend_paths, "_XLA_DEFINITIONS", {})
+    rng = np.random.default_rng(5)
+    x = tf.constant(rng.normal(size=(2, 6, 6, 8)).astype("float32"))
+    first, second = SpatialGroupEnhance(4), SpatialGroupEnhance(4)
+    for layer in (first, second):
+        layer.build(x.shape)
+        layer.set_weights([rng.normal(size=4).astype("float32") for _ in range(2)])
+
+    def traced(x):
+        with tf.GradientTape(persistent=True) as tape:
+            outputs = [first(x), second(x)]
+            losses = [tf.reduce_sum(y * y) for y in outputs]
+        grads = [tape.gradient(loss, [layer.gamma.value, layer.beta.value])
+                 for loss, layer in zip(losses, (first, second))]
+        return outputs, grads
+
+    outputs, grads = tf.function(traced)(x)
+    assert len(sge_backend_paths._XLA_DEFINITIONS) == 1
+    eager_outputs, eager_grads = traced(x)
+    for got, want in zip(outputs + sum(grads, []), eager_outputs + sum(eager_grads, [])):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(outputs[0], outputs[1])
 
 
 @pytest.mark.parametrize("data_format", FORMATS)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import weakref
 from typing import Any, Callable
 
 import keras
@@ -254,7 +253,9 @@ def tensorflow_outside_xla(layer, inputs):
     import tensorflow as tf
 
     if not tf.executing_eagerly() and _tensorflow_cpu_only():
-        return _definition_compiled_with_xla(layer)(inputs)
+        compiled = _definition_compiled_with_xla(layer)
+        gamma, beta = (tf.convert_to_tensor(w.value) for w in (layer.gamma, layer.beta))
+        return compiled(inputs, gamma, beta)
 
     def blocked(x):
         positions, _ = layer._position_counts(x)
@@ -264,21 +265,38 @@ def tensorflow_outside_xla(layer, inputs):
     return layer._on_groups(inputs, blocked)
 
 
-_XLA_DEFINITIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# One compiled function per layer configuration, so that layers alike (the
+# blocks of a ResNet stage) share XLA's compilation of each input shape.
+_XLA_DEFINITIONS: dict = {}
 
 
 def _definition_compiled_with_xla(layer):
-    """The layer's plain `call` as a `tf.function(jit_compile=True)`, one per layer."""
-    if layer not in _XLA_DEFINITIONS:
+    """`f(inputs, gamma, beta)`: the plain `call` of layers configured like `layer`, under XLA."""
+    key = (
+        type(layer),
+        layer.groups,
+        layer.epsilon,
+        layer.data_format,
+        layer.normalize,
+        layer.compute_dtype,
+    )
+    if key not in _XLA_DEFINITIONS:
         import tensorflow as tf
 
-        layer_ref = weakref.ref(layer)  # the cache must not keep the layer alive
+        # A stand-in whose gamma and beta are replaced by the arguments; built
+        # outside the trace, as a function may not create variables.
+        with tf.init_scope():
+            template = layer.__class__.from_config(layer.get_config())
+            channels_last = layer.data_format == "channels_last"
+            template.build((1, 1, 1, layer.groups) if channels_last else (1, layer.groups, 1, 1))
 
-        def definition(inputs):
-            return layer_ref()._definition(inputs)
+        def definition(inputs, gamma, beta):
+            mapping = [(template.gamma, gamma), (template.beta, beta)]
+            with keras.StatelessScope(state_mapping=mapping):
+                return template._definition(inputs)
 
-        _XLA_DEFINITIONS[layer] = tf.function(definition, jit_compile=True)
-    return _XLA_DEFINITIONS[layer]
+        _XLA_DEFINITIONS[key] = tf.function(definition, jit_compile=True)
+    return _XLA_DEFINITIONS[key]
 
 
 @functools.lru_cache(maxsize=None)

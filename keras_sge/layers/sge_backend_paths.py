@@ -2,10 +2,11 @@
 
 `SpatialGroupEnhance.call`, `_gate` and `_gate_from_similarity` are the
 definition. A backend path computes the same function from the same float32
-grouped view with other `keras.ops` (JAX's with two small custom gradients):
-faster where the plain form runs slowly (JAX on the CPU, torch in
-channels_first), or more precise where the backend's sums round more
-(TensorFlow outside XLA). Set the environment variable `KERAS_SGE_PLAIN=1` to
+grouped view with other `keras.ops` (JAX's with two small custom gradients),
+or compiles the definition (TensorFlow in a graph on the CPU): faster where
+the plain form runs slowly (JAX on the CPU, torch in channels_first,
+TensorFlow's graph kernels), or more precise where the backend's sums round
+more (TensorFlow eagerly). Set the environment variable `KERAS_SGE_PLAIN=1` to
 run the plain definition everywhere (read at each call and trace), e.g. to
 tell whether a path is still needed:
 
@@ -330,6 +331,6 @@ def _tensorflow_inside_xla() -> bool:
     try:
         # No public API tells; tf.keras's recurrent layers asked the same way.
         from tensorflow.python.ops import control_flow_util
-    except ImportError:  # Then the blocked sum runs inside XLA too: as precise, slower.
+    except ImportError:  # Then the path runs inside XLA too: as precise, perhaps slower.
         return False
     return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())

@@ -136,9 +136,18 @@ def _value_and_grads(layer, x, dy, mode):
     return (y.detach(), *grads)
 
 
-def squared_errors(got, want):
-    """The summed squared error of each of y, dx, d_gamma, d_beta."""
-    return np.array([np.sum(np.square(g - w)) for g, w in zip(got, want)])
+def pooled_errors(gots, wants):
+    """The RMS error (up to a constant factor) of each of y, dx, d_gamma, d_beta.
+
+    `gots` and `wants` hold one (y, dx, d_gamma, d_beta) per input; the
+    squared errors of all inputs are pooled.
+    """
+    return np.sqrt(
+        sum(
+            np.array([np.sum(np.square(g - w)) for g, w in zip(got, want)])
+            for got, want in zip(gots, wants)
+        )
+    )
 
 
 CASES = {
@@ -169,25 +178,21 @@ def references():
 
     def get(name):
         if name not in cache:
-            wants, squared = [], 0.0
-            for x, gamma, beta, dy, groups in _cases(name):
-                want = authors_outputs(x, gamma, beta, dy, groups, torch.float64)
-                got = authors_outputs(x, gamma, beta, dy, groups, torch.float32)
-                wants.append(want)
-                squared = squared + squared_errors(got, want)
-            cache[name] = wants, np.sqrt(squared)
+            inputs = _cases(name)
+            wants = [authors_outputs(*case, torch.float64) for case in inputs]
+            gots = [authors_outputs(*case, torch.float32) for case in inputs]
+            cache[name] = wants, pooled_errors(gots, wants)
         return cache[name]
 
     return get
 
 
-def layer_error(name, wants, data_format, mode):
-    """The layer's RMS error (up to a constant factor) on the inputs of case `name`."""
-    squared = 0.0
-    for (x, gamma, beta, dy, groups), want in zip(_cases(name), wants):
-        got = layer_outputs(x, gamma, beta, dy, groups, data_format, mode)
-        squared = squared + squared_errors(got, want)
-    return np.sqrt(squared)
+def layer_outputs_for_case(name, data_format, mode):
+    """The layer's (y, dx, d_gamma, d_beta) on each input of case `name`."""
+    return [
+        layer_outputs(x, gamma, beta, dy, groups, data_format, mode)
+        for x, gamma, beta, dy, groups in _cases(name)
+    ]
 
 
 # torch runs eagerly, as Keras runs torch models by default; torch.compile
@@ -204,7 +209,7 @@ MODES = {
 @pytest.mark.parametrize("case", CASES)
 def test_as_close_to_float64_as_the_authors_float32(references, case, data_format, mode):
     wants, authors = references(case)
-    errors = layer_error(case, wants, data_format, mode)
+    errors = pooled_errors(layer_outputs_for_case(case, data_format, mode), wants)
     for name, error, reference in zip(QUANTITIES, errors, authors):
         assert error <= 2.0 * reference, (
             f"{name}: {error / reference:.2f}x the authors' float32 error from float64"
@@ -236,11 +241,8 @@ def test_backend_path_matches_plain_definition(
     outputs = {}
     for plain in ("1", "0"):
         monkeypatch.setenv("KERAS_SGE_PLAIN", plain)
-        outputs[plain] = [
-            layer_outputs(x, gamma, beta, dy, groups, data_format, mode)
-            for x, gamma, beta, dy, groups in _cases(case)
-        ]
-    difference = np.sqrt(sum(squared_errors(a, b) for a, b in zip(outputs["0"], outputs["1"])))
+        outputs[plain] = layer_outputs_for_case(case, data_format, mode)
+    difference = pooled_errors(outputs["0"], outputs["1"])
     for name, error, reference in zip(QUANTITIES, difference, authors):
         assert error <= PATH_TOLERANCE * reference, (
             f"{name}: path and plain differ by {error / reference:.2f}x the authors' error"

@@ -23,27 +23,71 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--dataset", default="demo", help="'demo', 'imagenet2012', a tfds name or an image-folder path")
+    parser.add_argument(
+        "--dataset",
+        default="demo",
+        help="'demo', 'imagenet2012', a tfds name or an image-folder path",
+    )
     parser.add_argument("--data-dir", default=None, help="tfds data directory")
-    parser.add_argument("--manual-dir", default=None, help="folder of manually downloaded archives (ImageNet)")
-    parser.add_argument("--model", default="sge_resnet50", choices=[name for name, spec in MODELS.items() if spec.attention])
-    parser.add_argument("--groups", type=int, nargs="*", default=list(ablation.PAPER_GROUPS), help="group counts to sweep (none: no sweep)")
-    parser.add_argument("--no-init", action="store_true", help="leave out the gamma=1/beta=0 initialisation run")
-    parser.add_argument("--no-norm", action="store_true", help="leave out the run without normalisation")
+    parser.add_argument(
+        "--manual-dir", default=None, help="folder of manually downloaded archives (ImageNet)"
+    )
+    parser.add_argument(
+        "--model",
+        default="sge_resnet50",
+        choices=[name for name, spec in MODELS.items() if spec.attention],
+    )
+    parser.add_argument(
+        "--groups",
+        type=int,
+        nargs="*",
+        default=list(ablation.PAPER_GROUPS),
+        help="group counts to sweep (none: no sweep)",
+    )
+    parser.add_argument(
+        "--no-init", action="store_true", help="leave out the gamma=1/beta=0 initialisation run"
+    )
+    parser.add_argument(
+        "--no-norm", action="store_true", help="leave out the run without normalisation"
+    )
     parser.add_argument("--no-baseline", action="store_true", help="leave out the run without SGE")
-    parser.add_argument("--recipe", default=None, choices=("paper", "fast"), help="default: fast on the demo data, paper elsewhere")
+    parser.add_argument(
+        "--recipe",
+        default=None,
+        choices=("paper", "fast"),
+        help="default: fast on the demo data, paper elsewhere",
+    )
     parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--steps-per-epoch", type=int, default=None, help="default: one pass over the training split")
-    parser.add_argument("--validation-steps", type=int, default=None, help="default: the whole validation split")
+    parser.add_argument(
+        "--steps-per-epoch",
+        type=int,
+        default=None,
+        help="default: one pass over the training split",
+    )
+    parser.add_argument(
+        "--validation-steps", type=int, default=None, help="default: the whole validation split"
+    )
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None, help="learning rate per 256 images")
-    parser.add_argument("--warmup-epochs", type=float, default=None, help="linear warmup (must be below --epochs)")
-    parser.add_argument("--jit", action=argparse.BooleanOptionalAction, help="XLA / torch.compile (default: Keras 'auto')")
+    parser.add_argument(
+        "--warmup-epochs", type=float, default=None, help="linear warmup (must be below --epochs)"
+    )
+    parser.add_argument(
+        "--jit",
+        action=argparse.BooleanOptionalAction,
+        help="XLA / torch.compile (default: Keras 'auto')",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output-dir", default="runs/ablation")
-    parser.add_argument("--restart", action="store_true", help="train every setting again instead of reusing finished runs")
-    parser.add_argument("--verbose", default=2, type=int, choices=(0, 1, 2), help="model.fit verbosity")
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="train every setting again instead of reusing finished runs",
+    )
+    parser.add_argument(
+        "--verbose", default=2, type=int, choices=(0, 1, 2), help="model.fit verbosity"
+    )
     return parser.parse_args(argv)
 
 

@@ -24,13 +24,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--model", required=True, choices=list(MODELS))
     parser.add_argument("--weights", required=True, help="PyTorch checkpoint (.pth, .pth.tar, .pt)")
-    parser.add_argument("--output", required=True, help="output path ending in .keras or .weights.h5")
-    parser.add_argument("--classes", type=int, default=1000, help="classes of the checkpoint's fc head")
     parser.add_argument(
-        "--image-size", type=int, default=224, help="static input height and width of the saved model"
+        "--output", required=True, help="output path ending in .keras or .weights.h5"
     )
     parser.add_argument(
-        "--no-top", action="store_true", help="drop the fc head (the file's fc.* tensors are ignored)"
+        "--classes", type=int, default=1000, help="classes of the checkpoint's fc head"
+    )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=224,
+        help="static input height and width of the saved model",
+    )
+    parser.add_argument(
+        "--no-top",
+        action="store_true",
+        help="drop the fc head (the file's fc.* tensors are ignored)",
     )
     args = parser.parse_args(argv)
     if not args.output.endswith((".keras", ".weights.h5")):

@@ -21,17 +21,38 @@ from keras_sge.training.evaluation import IncompatibleModelError
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help=f"a .keras file, or a model name ({', '.join(MODELS)})")
-    p.add_argument("--weights", help="checkpoint to load into the model (.pth, .pth.tar, .pt, .tar, .weights.h5)")
-    p.add_argument("--dataset", default="imagenet2012", help="imagenet2012 | demo | a tfds name | an image-folder path")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--model", required=True, help=f"a .keras file, or a model name ({', '.join(MODELS)})"
+    )
+    p.add_argument(
+        "--weights",
+        help="checkpoint to load into the model (.pth, .pth.tar, .pt, .tar, .weights.h5)",
+    )
+    p.add_argument(
+        "--dataset",
+        default="imagenet2012",
+        help="imagenet2012 | demo | a tfds name | an image-folder path",
+    )
     p.add_argument("--split", default="validation")
     p.add_argument("--data-dir")
     p.add_argument("--manual-dir", help="folder with the ImageNet archives")
-    p.add_argument("--image-size", type=int, help="crop size (default: the .keras model's input size, else 224)")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        help="crop size (default: the .keras model's input size, else 224)",
+    )
     p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--steps", type=int, help="evaluate only this many batches, a fixed random sample of the split")
-    p.add_argument("--json", help="also write the results (accuracies as fractions) to this JSON file")
+    p.add_argument(
+        "--steps",
+        type=int,
+        help="evaluate only this many batches, a fixed random sample of the split",
+    )
+    p.add_argument(
+        "--json", help="also write the results (accuracies as fractions) to this JSON file"
+    )
     args = p.parse_args(argv)
 
     try:
@@ -49,14 +70,24 @@ def main(argv=None) -> int:
     except IncompatibleModelError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    part = (f" (partial: {args.steps} batches of {args.batch_size}, a fixed random sample of the split)"
-            if measured.get("partial") else "")
-    print(f"\n{args.dataset}/{args.split} at {measured['image_size']} px{part}: top-1 "
-          f"{100 * measured['top1']:.3f}%, top-5 {100 * measured['top5']:.3f}%, loss {measured['loss']:.4f}\n")
+    part = (
+        f" (partial: {args.steps} batches of {args.batch_size}, a fixed random sample of the split)"
+        if measured.get("partial")
+        else ""
+    )
+    print(
+        f"\n{args.dataset}/{args.split} at {measured['image_size']} px{part}: top-1 "
+        f"{100 * measured['top1']:.3f}%, top-5 {100 * measured['top5']:.3f}%, "
+        f"loss {measured['loss']:.4f}\n"
+    )
     print(results_table(measured, measured["model"]))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"weights": args.weights, "dataset": args.dataset, "split": args.split, **measured}, f, indent=2)
+            json.dump(
+                {"weights": args.weights, "dataset": args.dataset, "split": args.split, **measured},
+                f,
+                indent=2,
+            )
     return 0
 
 

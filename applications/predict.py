@@ -21,9 +21,13 @@ import sys
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
-    p.add_argument("--model", required=True, help="a model name (e.g. sge_resnet50) or a .keras file")
+    p.add_argument(
+        "--model", required=True, help="a model name (e.g. sge_resnet50) or a .keras file"
+    )
     p.add_argument("--weights", help="'imagenet', an authors' .pth.tar, or a .weights.h5 file")
     p.add_argument("--top", type=int, default=5, help="classes per image (default 5)")
     p.add_argument("--batch-size", type=int, default=16)
@@ -39,7 +43,9 @@ def main(argv=None) -> int:
     if class_names is not None and len(class_names) != model.output_shape[-1]:
         class_names = None
     try:
-        results = classify(model, args.images, top=args.top, class_names=class_names, batch_size=args.batch_size)
+        results = classify(
+            model, args.images, top=args.top, class_names=class_names, batch_size=args.batch_size
+        )
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -35,38 +35,77 @@ from keras_sge.training import (
 
 
 def parse_args(argv=None) -> TrainConfig:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     data = p.add_argument_group("data")
-    data.add_argument("--dataset", default="demo", help="demo | imagenet2012 | a tfds name | an image-folder path")
+    data.add_argument(
+        "--dataset", default="demo", help="demo | imagenet2012 | a tfds name | an image-folder path"
+    )
     data.add_argument("--data-dir", help="tfds data directory (or demo cache root)")
-    data.add_argument("--manual-dir", help="folder with manually downloaded archives (ImageNet tars)")
+    data.add_argument(
+        "--manual-dir", help="folder with manually downloaded archives (ImageNet tars)"
+    )
     data.add_argument("--train-split", default="train")
     data.add_argument("--val-split", default="validation")
     data.add_argument("--image-size", type=int, help="crop size (default 224; 40 on the demo)")
-    data.add_argument("--train-augmentation", action=argparse.BooleanOptionalAction, default=True,
-                      help="shuffle and augment the training split (default: yes)")
+    data.add_argument(
+        "--train-augmentation",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="shuffle and augment the training split (default: yes)",
+    )
     model = p.add_argument_group("model")
     model.add_argument("--model", default="sge_resnet50", choices=MODELS)
     model.add_argument("--groups", type=int, default=64, help="SGE groups")
-    model.add_argument("--weights", help="fine-tune from this file: an authors' .pth.tar (SGE-ResNet or plain ResNet), "
-                       "a .keras model or a .weights.h5 file; the head is new when the class count differs "
-                       "(default recipe then: fast, with keras_sge.training.FINETUNE_DEFAULTS)")
-    model.add_argument("--freeze-backbone-epochs", type=int,
-                       help="first epochs with the loaded layers frozen, BatchNorm in inference mode (fast fine-tuning: 1)")
-    model.add_argument("--backbone-lr-multiplier", type=float,
-                       help="learning-rate factor of the loaded layers (fast fine-tuning: 0.1)")
-    model.add_argument("--sge-options", type=json.loads, help='JSON dict of SpatialGroupEnhance kwargs, e.g. \'{"normalize": false}\'')
+    model.add_argument(
+        "--weights",
+        help="fine-tune from this file: an authors' .pth.tar (SGE-ResNet or plain ResNet), "
+        "a .keras model or a .weights.h5 file; the head is new when the class count differs "
+        "(default recipe then: fast, with keras_sge.training.FINETUNE_DEFAULTS)",
+    )
+    model.add_argument(
+        "--freeze-backbone-epochs",
+        type=int,
+        help=(
+            "first epochs with the loaded layers frozen, BatchNorm in inference mode "
+            "(fast fine-tuning: 1)"
+        ),
+    )
+    model.add_argument(
+        "--backbone-lr-multiplier",
+        type=float,
+        help="learning-rate factor of the loaded layers (fast fine-tuning: 0.1)",
+    )
+    model.add_argument(
+        "--sge-options",
+        type=json.loads,
+        help="JSON dict of SpatialGroupEnhance kwargs, e.g. '{\"normalize\": false}'",
+    )
     recipe = p.add_argument_group("recipe (unset = recipe default)")
-    recipe.add_argument("--recipe", choices=("paper", "fast"), help="default: fast on the demo and with --weights, paper elsewhere")
+    recipe.add_argument(
+        "--recipe",
+        choices=("paper", "fast"),
+        help="default: fast on the demo and with --weights, paper elsewhere",
+    )
     recipe.add_argument("--epochs", type=int)
     recipe.add_argument("--batch-size", type=int, help="global batch size, split across devices")
-    recipe.add_argument("--steps-per-epoch", type=int, help="default: one pass over the training split")
+    recipe.add_argument(
+        "--steps-per-epoch", type=int, help="default: one pass over the training split"
+    )
     recipe.add_argument("--validation-steps", type=int, help="default: the whole validation split")
-    recipe.add_argument("--lr", type=float, help="learning rate per 256 images (scaled linearly with the batch)")
+    recipe.add_argument(
+        "--lr", type=float, help="learning rate per 256 images (scaled linearly with the batch)"
+    )
     recipe.add_argument("--momentum", type=float)
-    recipe.add_argument("--weight-decay", type=float, help="coupled L2, added to the gradient before momentum")
-    recipe.add_argument("--decay-all-parameters", action=argparse.BooleanOptionalAction,
-                        help="also decay BatchNorm/bias/SGE parameters (paper: yes, fast: no)")
+    recipe.add_argument(
+        "--weight-decay", type=float, help="coupled L2, added to the gradient before momentum"
+    )
+    recipe.add_argument(
+        "--decay-all-parameters",
+        action=argparse.BooleanOptionalAction,
+        help="also decay BatchNorm/bias/SGE parameters (paper: yes, fast: no)",
+    )
     recipe.add_argument("--label-smoothing", type=float)
     recipe.add_argument("--schedule", choices=("step", "cosine"))
     recipe.add_argument("--lr-milestones", type=int, nargs="+", help="epochs of the step decay")
@@ -74,15 +113,28 @@ def parse_args(argv=None) -> TrainConfig:
     recipe.add_argument("--warmup-epochs", type=float)
     recipe.add_argument("--mixed-precision", choices=("none", "bfloat16", "float16", "auto"))
     run = p.add_argument_group("run")
-    run.add_argument("--jit", action=argparse.BooleanOptionalAction, help="XLA / torch.compile (default: Keras 'auto')")
-    run.add_argument("--devices", type=int, help="devices for data parallelism, per host (default: all GPUs, or 1 CPU)")
-    run.add_argument("--multi-worker", action="store_true",
-                     help="several hosts: run on each (TF: TF_CONFIG; JAX: KERAS_DISTRIBUTION_JOB_ADDRESSES, "
-                          "_NUM_PROCESSES, _PROCESS_ID); see docs/training.md")
+    run.add_argument(
+        "--jit",
+        action=argparse.BooleanOptionalAction,
+        help="XLA / torch.compile (default: Keras 'auto')",
+    )
+    run.add_argument(
+        "--devices",
+        type=int,
+        help="devices for data parallelism, per host (default: all GPUs, or 1 CPU)",
+    )
+    run.add_argument(
+        "--multi-worker",
+        action="store_true",
+        help="several hosts: run on each (TF: TF_CONFIG; JAX: KERAS_DISTRIBUTION_JOB_ADDRESSES, "
+        "_NUM_PROCESSES, _PROCESS_ID); see docs/training.md",
+    )
     run.add_argument("--output-dir", default="runs/train")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--verbose", default="auto", help="model.fit verbosity: auto, 0, 1 or 2")
-    run.add_argument("--overwrite", action="store_true", help="start afresh in an output dir holding a run")
+    run.add_argument(
+        "--overwrite", action="store_true", help="start afresh in an output dir holding a run"
+    )
     args = vars(p.parse_args(argv))
     if args["verbose"] != "auto":
         args["verbose"] = int(args["verbose"])
@@ -103,8 +155,14 @@ def main(argv=None) -> int:
         print(f"\nworker {worker_index()} finished; the chief (worker 0) wrote the outputs")
         return 0
     best, last = result.best, result.last
-    print(f"\nbest validation: epoch {best['epoch']}: top-1 {100 * best['val_top1']:.2f}%, top-5 {100 * best['val_top5']:.2f}%")
-    print(f"last validation: epoch {last['epoch']}: top-1 {100 * last['val_top1']:.2f}%, top-5 {100 * last['val_top5']:.2f}%")
+    print(
+        f"\nbest validation: epoch {best['epoch']}: top-1 {100 * best['val_top1']:.2f}%, "
+        f"top-5 {100 * best['val_top5']:.2f}%"
+    )
+    print(
+        f"last validation: epoch {last['epoch']}: top-1 {100 * last['val_top1']:.2f}%, "
+        f"top-5 {100 * last['val_top5']:.2f}%"
+    )
     print(f"model.fit wall time: {result.wall_time_s:.0f} s; outputs in {result.output_dir}")
     return 0
 

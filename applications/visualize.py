@@ -26,23 +26,51 @@ import numpy as np
 from keras_sge import applications, data, visualization
 from keras_sge.training import IncompatibleModelError, check_model
 
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("images", nargs="*", help="image files; default: images of --dataset")
-    parser.add_argument("--model", required=True, help="a .keras file, or a model name (e.g. sge_resnet50) with --weights")
-    parser.add_argument("--weights", default=None, help="checkpoint to load (an authors' .pth.tar or a .weights.h5 file)")
-    parser.add_argument("--image-size", type=int, default=None, help="default: the model's input size, else 224")
-    parser.add_argument("--dataset", default="demo", help="dataset of the images when no file is given (see keras_sge.data.load)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="a .keras file, or a model name (e.g. sge_resnet50) with --weights",
+    )
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="checkpoint to load (an authors' .pth.tar or a .weights.h5 file)",
+    )
+    parser.add_argument(
+        "--image-size", type=int, default=None, help="default: the model's input size, else 224"
+    )
+    parser.add_argument(
+        "--dataset",
+        default="demo",
+        help="dataset of the images when no file is given (see keras_sge.data.load)",
+    )
     parser.add_argument("--split", default="validation")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--num-images", type=int, default=6, help="images shown from --dataset")
-    parser.add_argument("--statistics-images", type=int, default=64, help="images of --dataset for the statistics (image files: the files)")
-    parser.add_argument("--shuffle-buffer", type=int, default=1000, help="mixes --dataset images before taking them")
+    parser.add_argument(
+        "--statistics-images",
+        type=int,
+        default=64,
+        help="images of --dataset for the statistics (image files: the files)",
+    )
+    parser.add_argument(
+        "--shuffle-buffer", type=int, default=1000, help="mixes --dataset images before taking them"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of that mixing")
-    parser.add_argument("--layer", default=None, help="SGE layer of the maps; default: the last one")
-    parser.add_argument("--stage", default=None, help="stage (e.g. layer4) or layer of the statistics; default: the last stage")
+    parser.add_argument(
+        "--layer", default=None, help="SGE layer of the maps; default: the last one"
+    )
+    parser.add_argument(
+        "--stage",
+        default=None,
+        help="stage (e.g. layer4) or layer of the statistics; default: the last stage",
+    )
     parser.add_argument("--num-groups", type=int, default=4, help="gate maps per image")
     parser.add_argument("--output-dir", default="runs/visualize")
     return parser.parse_args(argv)
@@ -60,7 +88,11 @@ def load_model(args: argparse.Namespace) -> keras.Model:
 def main(argv=None) -> dict[str, str]:
     args = parse_args(argv)
     model = load_model(args)
-    spatial = model.input.shape[1:3] if keras.config.image_data_format() == "channels_last" else model.input.shape[2:4]
+    spatial = (
+        model.input.shape[1:3]
+        if keras.config.image_data_format() == "channels_last"
+        else model.input.shape[2:4]
+    )
     image_size = args.image_size or (spatial[0] if spatial[0] and spatial[0] == spatial[1] else 224)
     statistics_data = None
     if args.images:
@@ -68,8 +100,13 @@ def main(argv=None) -> dict[str, str]:
         captions = [os.path.basename(path) for path in args.images]
     else:
         dataset, info = data.load(
-            args.dataset, args.split, batch_size=16, image_size=image_size,
-            data_dir=args.data_dir, training=False, with_info=True,
+            args.dataset,
+            args.split,
+            batch_size=16,
+            image_size=image_size,
+            data_dir=args.data_dir,
+            training=False,
+            with_info=True,
         )
         # Splits are often stored class by class: mix them so that the images
         # shown and the statistics cover several classes.
@@ -85,8 +122,14 @@ def main(argv=None) -> dict[str, str]:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     paths = visualization.write_report(
-        model, images, args.output_dir, statistics_data=statistics_data, captions=captions,
-        layer=args.layer, stage=args.stage, num_groups=args.num_groups,
+        model,
+        images,
+        args.output_dir,
+        statistics_data=statistics_data,
+        captions=captions,
+        layer=args.layer,
+        stage=args.stage,
+        num_groups=args.num_groups,
         max_statistics_images=None if args.images else args.statistics_images,
     )
     for kind, path in paths.items():

@@ -19,9 +19,15 @@ from benchmarks import input_benchmark as benchmark
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--image-size", type=int, default=224, help="output side (default 224)")
-    parser.add_argument("--threads", type=int, default=1, help="tf.data threads = cores used (default 1)")
-    parser.add_argument("--num-images", type=int, default=64, help="distinct JPEGs generated (default 64)")
-    parser.add_argument("--repeats", type=int, default=4, help="passes over them per round (default 4)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="tf.data threads = cores used (default 1)"
+    )
+    parser.add_argument(
+        "--num-images", type=int, default=64, help="distinct JPEGs generated (default 64)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=4, help="passes over them per round (default 4)"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds, best kept (default 3)")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
     parser.add_argument(

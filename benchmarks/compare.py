@@ -14,7 +14,8 @@ import os
 import subprocess
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -94,9 +95,7 @@ class CompareConfig:
                 f"by `groups` ({self.groups})."
             )
         if self.depth not in RESNET_DEPTHS:
-            raise ValueError(
-                f"`depth` must be one of {RESNET_DEPTHS}. Received: {self.depth!r}"
-            )
+            raise ValueError(f"`depth` must be one of {RESNET_DEPTHS}. Received: {self.depth!r}")
         if self.mixed_precision not in (None, *_MIXED_POLICIES):
             raise ValueError(
                 "`mixed_precision` must be None, 'float16' or 'bfloat16'. "
@@ -111,9 +110,7 @@ class CompareConfig:
         if self.repeats < 1:
             raise ValueError(f"`repeats` must be >= 1. Received: {self.repeats}")
         if self.min_seconds < 0:
-            raise ValueError(
-                f"`min_seconds` must be >= 0. Received: {self.min_seconds}"
-            )
+            raise ValueError(f"`min_seconds` must be >= 0. Received: {self.min_seconds}")
         if not self.timeout > 0:
             raise ValueError(
                 f"`timeout` must be a positive number of seconds. Received: {self.timeout}"

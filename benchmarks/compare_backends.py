@@ -31,16 +31,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output-dir", default="compare_backends_output")
     parser.add_argument(
-        "--backends", nargs="+", default=list(benchmarks.BACKENDS),
+        "--backends",
+        nargs="+",
+        default=list(benchmarks.BACKENDS),
         choices=benchmarks.BACKENDS,
     )
     parser.add_argument(
-        "--quick", action="store_true",
+        "--quick",
+        action="store_true",
         help="small shapes (layer 8x28x28x256, ResNet-18 at batch 4 and 64 px); "
         "under two minutes on 2 CPU cores",
     )
     parser.add_argument(
-        "--layer-only", action="store_true",
+        "--layer-only",
+        action="store_true",
         help="only the SGE layer benchmark (forward, forward+backward vs x * x)",
     )
     parser.add_argument("--layer-shape", type=int, nargs=4, metavar=("N", "H", "W", "C"))
@@ -48,16 +52,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--image-size", type=int)
     parser.add_argument(
-        "--depth", type=int, choices=benchmarks.RESNET_DEPTHS,
+        "--depth",
+        type=int,
+        choices=benchmarks.RESNET_DEPTHS,
         help="ResNet depth (default: 50; 18 with --quick)",
     )
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument(
-        "--mixed-precision", nargs="?", const="float16", choices=("float16", "bfloat16"),
+        "--mixed-precision",
+        nargs="?",
+        const="float16",
+        choices=("float16", "bfloat16"),
         help="mixed precision compute dtype (float16 if given without a value)",
     )
     parser.add_argument(
-        "--data-format", default="auto", choices=("auto", "channels_last", "channels_first"),
+        "--data-format",
+        default="auto",
+        choices=("auto", "channels_last", "channels_first"),
         help="auto: channels_first on torch, channels_last on tensorflow and jax",
     )
     parser.add_argument("--no-training", action="store_true", help="skip training steps")
@@ -66,13 +77,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int)
     parser.add_argument("--repeats", type=int)
     parser.add_argument(
-        "--min-seconds", type=float,
+        "--min-seconds",
+        type=float,
         help="keep repeating each measurement until this many seconds have "
         "passed (steadier medians on GPUs, whose clocks ramp up under load)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--timeout", type=float,
+        "--timeout",
+        type=float,
         help="seconds each backend's process may run (default: an hour); one "
         "that runs longer is reported as timed out and the others still run",
     )
@@ -84,18 +97,29 @@ def main(argv=None) -> int:
     overrides = {
         key: value
         for key, value in dict(
-            layer_shape=args.layer_shape, batch_size=args.batch_size,
-            image_size=args.image_size, depth=args.depth, warmup=args.warmup,
-            repeats=args.repeats, min_seconds=args.min_seconds, timeout=args.timeout,
+            layer_shape=args.layer_shape,
+            batch_size=args.batch_size,
+            image_size=args.image_size,
+            depth=args.depth,
+            warmup=args.warmup,
+            repeats=args.repeats,
+            min_seconds=args.min_seconds,
+            timeout=args.timeout,
         ).items()
         if value is not None
     }
     settings = dict(
-        backends=args.backends, groups=args.groups,
-        classes=args.classes, mixed_precision=args.mixed_precision,
-        data_format=args.data_format, layer_only=args.layer_only,
-        training=not args.no_training, torch_reference=not args.no_torch_reference,
-        torch_compile=args.torch_compile, seed=args.seed, **overrides,
+        backends=args.backends,
+        groups=args.groups,
+        classes=args.classes,
+        mixed_precision=args.mixed_precision,
+        data_format=args.data_format,
+        layer_only=args.layer_only,
+        training=not args.no_training,
+        torch_reference=not args.no_torch_reference,
+        torch_compile=args.torch_compile,
+        seed=args.seed,
+        **overrides,
     )
     try:
         if args.quick:

@@ -169,16 +169,13 @@ def benchmark_input(
             best[name] = (max(best[name][0], wall), max(best[name][1], cpu))
     baseline = best["baseline decode+resize"][1]
     return [
-        InputBenchmarkResult(name, wall, cpu, cpu / baseline)
-        for name, (wall, cpu) in best.items()
+        InputBenchmarkResult(name, wall, cpu, cpu / baseline) for name, (wall, cpu) in best.items()
     ]
 
 
 def format_results(results: list[InputBenchmarkResult]) -> str:
     """A plain-text table of `benchmark_input` results."""
-    lines = [
-        f"{'pipeline':<24}{'images/s (wall)':>16}{'images/CPU-s':>14}{'vs baseline':>13}"
-    ]
+    lines = [f"{'pipeline':<24}{'images/s (wall)':>16}{'images/CPU-s':>14}{'vs baseline':>13}"]
     for r in results:
         lines.append(
             f"{r.name:<24}{r.images_per_second:>16.1f}{r.images_per_cpu_second:>14.1f}"

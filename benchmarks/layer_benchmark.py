@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -48,9 +49,7 @@ def forward_function(layer: keras.layers.Layer, torch_compile: bool = False) -> 
     return compile_function(lambda x: layer(x))
 
 
-def forward_backward_function(
-    layer: keras.layers.Layer, torch_compile: bool = False
-) -> Callable:
+def forward_backward_function(layer: keras.layers.Layer, torch_compile: bool = False) -> Callable:
     """Returns a compiled `f(x, dy) -> (dx, *dweights)`: one forward+backward.
 
     The backward pass is the vector-Jacobian product of the layer output with
@@ -148,9 +147,7 @@ def benchmark_layer(
     """
     input_shape = tuple(int(d) for d in input_shape)
     rng = np.random.default_rng(seed)
-    x = keras.ops.convert_to_tensor(
-        rng.standard_normal(input_shape, dtype=np.float32), dtype=dtype
-    )
+    x = keras.ops.convert_to_tensor(rng.standard_normal(input_shape, dtype=np.float32), dtype=dtype)
     dy = keras.ops.convert_to_tensor(
         rng.standard_normal(input_shape, dtype=np.float32), dtype=dtype
     )

@@ -68,9 +68,7 @@ def benchmark_keras_model(
     timed = dict(warmup=warmup, repeats=repeats, min_seconds=min_seconds)
     results = {}
     inference = time_function(model.predict_on_batch, x, **timed)
-    results["inference"] = dict(
-        inference.to_dict(), images_per_s=batch / inference.median
-    )
+    results["inference"] = dict(inference.to_dict(), images_per_s=batch / inference.median)
     if training:
         step = time_function(model.train_on_batch, x, y, **timed)
         results["training"] = dict(step.to_dict(), images_per_s=batch / step.median)
@@ -146,16 +144,12 @@ def benchmark_torch_module(
     results = {}
     module.eval()
     inference = time_function(sync_after(infer), x, **timed)
-    results["inference"] = dict(
-        inference.to_dict(), images_per_s=batch / inference.median
-    )
+    results["inference"] = dict(inference.to_dict(), images_per_s=batch / inference.median)
     if training:
         module.train()
         optimizer = torch.optim.SGD(module.parameters(), lr=0.01, momentum=0.9)
         loss_fn = torch.nn.CrossEntropyLoss()
-        scaler = torch.amp.GradScaler(
-            placement.type, enabled=autocast_dtype == "float16"
-        )
+        scaler = torch.amp.GradScaler(placement.type, enabled=autocast_dtype == "float16")
 
         def train_step(x, y):
             optimizer.zero_grad(set_to_none=True)

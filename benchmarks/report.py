@@ -178,7 +178,11 @@ def plot_report(report: dict[str, Any], path: str) -> None:
     ax.axhline(1.0, color="gray", linewidth=0.8, linestyle="--")
     ax.set_xticks(positions, names)
     ax.set_ylabel("time / elementwise multiply")
-    ax.set_title("SGE layer " + "x".join(str(d) for d in ok[0]["layer"]["input_shape"]) if ok else "SGE layer")
+    ax.set_title(
+        "SGE layer " + "x".join(str(d) for d in ok[0]["layer"]["input_shape"])
+        if ok
+        else "SGE layer"
+    )
     ax.legend()
 
     if with_models:

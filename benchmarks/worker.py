@@ -221,8 +221,7 @@ def _model_benchmark(spec: WorkerSpec, data_format: str, outputs: dict) -> dict:
     results["sge_overhead_percent"] = {
         kind: 100.0
         * (
-            results["resnet"][kind]["images_per_s"]
-            / results["sge_resnet"][kind]["images_per_s"]
+            results["resnet"][kind]["images_per_s"] / results["sge_resnet"][kind]["images_per_s"]
             - 1.0
         )
         for kind in results["sge_resnet"]
@@ -305,9 +304,7 @@ def run_worker(spec: WorkerSpec) -> dict[str, Any]:
     if spec.models:
         result["models"] = _model_benchmark(spec, data_format, outputs)
         if spec.torch_reference and backend == "torch":
-            result["torch_reference"] = _torch_reference_benchmark(
-                spec, result["models"]
-            )
+            result["torch_reference"] = _torch_reference_benchmark(spec, result["models"])
     np.savez(spec.outputs_path, **outputs)
     return result
 

@@ -14,6 +14,4 @@ __version__ = "0.2.0"
 from keras_sge import applications, layers  # noqa: E402,F401
 from keras_sge._lazy import lazy_exports  # noqa: E402
 
-__getattr__, __dir__ = lazy_exports(
-    __name__, {"data": "", "training": "", "visualization": ""}
-)
+__getattr__, __dir__ = lazy_exports(__name__, {"data": "", "training": "", "visualization": ""})

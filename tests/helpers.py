@@ -27,6 +27,8 @@ def channels_first_convs_supported() -> bool:
 def subprocess_env(backend: str) -> dict:
     env = dict(os.environ)
     env["KERAS_BACKEND"] = backend
+    # Programs import this checkout's package, whichever copy is installed.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPOSITORY, env.get("PYTHONPATH")]))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     return env
 

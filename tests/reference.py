@@ -1,4 +1,7 @@
-"""Independent float64 NumPy references, written from the formulas of the SGE paper and the authors' code."""
+"""Independent float64 NumPy references.
+
+Written from the formulas of the SGE paper and the authors' code.
+"""
 
 from __future__ import annotations
 

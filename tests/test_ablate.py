@@ -14,15 +14,23 @@ from keras_sge.training import ablation
 def test_grid_changes_one_knob_at_a_time():
     grid = ablation.ablation_grid("sge_resnet101", groups=(1, 64, 1))
     assert [s.key for s in grid] == [
-        "no_sge", "groups=1", "groups=64", "groups=64,init=1/0", "groups=64,no_norm",
+        "no_sge",
+        "groups=1",
+        "groups=64",
+        "groups=64,init=1/0",
+        "groups=64,no_norm",
     ]
     assert grid[0].model == "resnet101" and grid[0].sge_options() is None
     assert grid[1].model == "sge_resnet101" and grid[1].groups == 1
     assert grid[2].sge_options() is None  # the paper's defaults
     assert grid[3].sge_options() == {"gamma_initializer": "ones", "beta_initializer": "zeros"}
     assert grid[4].sge_options() == {"normalize": False}
-    assert [s.key for s in ablation.ablation_grid(groups=(8,), initialization=False,
-                                                  normalization=False, baseline=False)] == ["groups=8"]
+    assert [
+        s.key
+        for s in ablation.ablation_grid(
+            groups=(8,), initialization=False, normalization=False, baseline=False
+        )
+    ] == ["groups=8"]
     with pytest.raises(ValueError, match="divisor of 256.*96"):
         ablation.ablation_grid(groups=(96,))
     with pytest.raises(ValueError, match="SGE model"):
@@ -34,12 +42,19 @@ def test_grid_changes_one_knob_at_a_time():
 def _row(setting, model, groups, top1, **extra):
     sge = model.startswith("sge_")
     return {
-        "setting": setting, "model": model, "groups": groups if sge else "",
+        "setting": setting,
+        "model": model,
+        "groups": groups if sge else "",
         "gamma_init": extra.get("gamma_init", "zeros") if sge else "",
         "beta_init": extra.get("beta_init", "ones") if sge else "",
         "normalize": extra.get("normalize", True) if sge else "",
-        "params": 1000, "best_val_top1": top1, "best_val_top5": 1.0, "best_epoch": 2,
-        "last_val_top1": top1, "epochs": 3, "wall_time_s": 12.5,
+        "params": 1000,
+        "best_val_top1": top1,
+        "best_val_top5": 1.0,
+        "best_epoch": 2,
+        "last_val_top1": top1,
+        "epochs": 3,
+        "wall_time_s": 12.5,
     }
 
 
@@ -75,8 +90,9 @@ def test_finished_settings_are_reused_without_training(tmp_path, monkeypatch):
         raise AssertionError(f"trained {config.output_dir} again")
 
     monkeypatch.setattr(training, "train", fail)
-    setting = ablation.ablation_grid(groups=(4,), initialization=False,
-                                     normalization=False, baseline=False)[0]
+    setting = ablation.ablation_grid(
+        groups=(4,), initialization=False, normalization=False, baseline=False
+    )[0]
     folder = tmp_path / "runs" / "groups4"
     folder.mkdir(parents=True)
     saved = _row("groups=4", "sge_resnet50", 4, 0.75)

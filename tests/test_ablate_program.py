@@ -21,12 +21,29 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_ablate_program_on_a_minimal_grid(tmp_path):
     out = tmp_path / "ablation"
     command = [
-        sys.executable, os.path.join(ROOT, "applications", "ablate.py"),
+        sys.executable,
+        os.path.join(ROOT, "applications", "ablate.py"),
         # One setting: SGE without normalisation (no sweep, no init run, no baseline).
-        "--groups", "--no-init", "--no-baseline", "--no-jit",
-        "--epochs", "1", "--warmup-epochs", "0", "--steps-per-epoch", "2",
-        "--validation-steps", "1", "--batch-size", "4", "--image-size", "32",
-        "--verbose", "0", "--output-dir", str(out),
+        "--groups",
+        "--no-init",
+        "--no-baseline",
+        "--no-jit",
+        "--epochs",
+        "1",
+        "--warmup-epochs",
+        "0",
+        "--steps-per-epoch",
+        "2",
+        "--validation-steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--image-size",
+        "32",
+        "--verbose",
+        "0",
+        "--output-dir",
+        str(out),
     ]
     done = subprocess.run(
         command, env=subprocess_env(BACKEND), cwd=ROOT, capture_output=True, text=True, timeout=900

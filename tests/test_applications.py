@@ -77,11 +77,10 @@ def test_layer_names_follow_the_official_modules():
 def test_baseline_is_the_same_network_without_sge():
     sge = applications.SGEResNet18(input_shape=(64, 64, 3))
     plain = applications.ResNet18(input_shape=(64, 64, 3))
+
     def names(model):
         return {
-            layer.name
-            for layer in model.layers
-            if not isinstance(layer, keras.layers.InputLayer)
+            layer.name for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)
         }
 
     assert names(sge) - names(plain) == {
@@ -109,7 +108,9 @@ def test_initialisation_matches_pytorch():
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(bn.beta), 0.0)
 
 
-@pytest.mark.parametrize("pooling, shape", [(None, (None, 2, 2, 512)), ("avg", (None, 512)), ("max", (None, 512))])
+@pytest.mark.parametrize(
+    "pooling, shape", [(None, (None, 2, 2, 512)), ("avg", (None, 512)), ("max", (None, 512))]
+)
 def test_backbone_pooling(pooling, shape):
     model = applications.SGEResNet18(include_top=False, input_shape=(64, 64, 3), pooling=pooling)
     assert model.output.shape == shape
@@ -199,9 +200,7 @@ def test_keras_weights_file_round_trip(tmp_path):
     model.save_weights(path)
     again = applications.SGEResNet18(input_shape=(32, 32, 3), classes=5, weights=path)
     for a, b in zip(model.weights, again.weights):
-        np.testing.assert_array_equal(
-            keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b)
-        )
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
 
 
 def test_preprocess_input_matches_imagenet_normalisation(rng):
@@ -220,7 +219,9 @@ def test_preprocess_input_matches_imagenet_normalisation(rng):
         np.transpose(expected, (0, 3, 1, 2)),
         atol=1e-5,
     )
-    tensor_out = applications.preprocess_input(keras.ops.convert_to_tensor(images.astype("float32")))
+    tensor_out = applications.preprocess_input(
+        keras.ops.convert_to_tensor(images.astype("float32"))
+    )
     np.testing.assert_allclose(keras.ops.convert_to_numpy(tensor_out), expected, atol=1e-5)
     keras.config.set_image_data_format("channels_first")
     np.testing.assert_allclose(

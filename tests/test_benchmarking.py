@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import benchmarks
-from keras_sge.applications import resnet
 from benchmarks import worker
+from keras_sge.applications import resnet
 from keras_sge.layers import SpatialGroupEnhance
 from tests.helpers import BACKEND, subprocess_env
 from tests.reference import sge_reference
@@ -60,9 +60,7 @@ def test_compiled_functions_compute_the_layer_and_its_gradients(rng):
 
 
 def test_benchmark_layer_reports_ratios():
-    result = benchmarks.benchmark_layer(
-        SpatialGroupEnhance(8), (2, 8, 8, 32), warmup=1, repeats=2
-    )
+    result = benchmarks.benchmark_layer(SpatialGroupEnhance(8), (2, 8, 8, 32), warmup=1, repeats=2)
     for key in ("multiply", "forward", "forward_backward"):
         assert result[key]["repeats"] == 2 and result[key]["median_s"] > 0
     assert result["forward_ratio"] == pytest.approx(
@@ -78,14 +76,12 @@ def test_benchmark_keras_model_trains_and_reports_throughput(rng):
     images = rng.normal(size=(4, 8, 8, 16)).astype("float32")
     labels = np.array([0, 1, 2, 1], "int32")
     before = [w.copy() for w in model.get_weights()]
-    result = benchmarks.benchmark_keras_model(
-        model, images, labels, warmup=1, repeats=2
-    )
+    result = benchmarks.benchmark_keras_model(model, images, labels, warmup=1, repeats=2)
     assert result["inference"]["images_per_s"] > 0
     assert result["training"]["images_per_s"] > 0
-    assert any(
-        not np.allclose(a, b) for a, b in zip(before, model.get_weights())
-    ), "the training steps did not update the model"
+    assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights())), (
+        "the training steps did not update the model"
+    )
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="plain PyTorch module; torch pass only")
@@ -113,8 +109,13 @@ def test_benchmark_torch_module_runs_in_the_mixed_precision_asked_for(rng, autoc
     before = linear.weight.detach().clone()
     images = rng.normal(size=(2, 3, 4, 4)).astype("float32")
     benchmarks.benchmark_torch_module(
-        module, images, np.array([1, 4]), warmup=1, repeats=2,
-        device="cpu", autocast_dtype=autocast_dtype,
+        module,
+        images,
+        np.array([1, 4]),
+        warmup=1,
+        repeats=2,
+        device="cpu",
+        autocast_dtype=autocast_dtype,
     )
     assert set(seen) == {getattr(torch, autocast_dtype)}
     assert linear.weight.dtype == torch.float32
@@ -151,15 +152,14 @@ def test_compare_config_rejects_bad_settings(tmp_path, kwargs, message):
 def test_compare_backends_reports_missing_and_timed_out_backends(tmp_path, monkeypatch):
     # Neither stops the run: each becomes its entry's status, and the table,
     # the JSON and the chart are still written.
-    monkeypatch.setattr(
-        benchmarks.compare, "backend_installed", lambda name: name != "tensorflow"
-    )
+    monkeypatch.setattr(benchmarks.compare, "backend_installed", lambda name: name != "tensorflow")
     config = benchmarks.quick_config(
         str(tmp_path), backends=("tensorflow", "jax"), layer_only=True, timeout=0.5
     )
     report = benchmarks.compare_backends(config)
     assert [(r["backend"], r["status"]) for r in report["results"]] == [
-        ("tensorflow", "not installed"), ("jax", "timed out after 0.5 s")
+        ("tensorflow", "not installed"),
+        ("jax", "timed out after 0.5 s"),
     ]
     assert report["agreement"] == {}
     table = benchmarks.format_table(report)
@@ -186,9 +186,14 @@ def test_run_worker_measures_the_networks_and_saves_outputs(tmp_path):
     np.save(tmp_path / worker.IMAGES, rng.normal(size=(2, 64, 64, 3)).astype("float32"))
     np.save(tmp_path / worker.LABELS, np.array([3, 7], "int32"))
     spec = worker.WorkerSpec(
-        work_dir=str(tmp_path), outputs_path=str(tmp_path / "outputs.npz"),
-        depth=18, classes=10, create_weights=True, training=False,
-        warmup=0, repeats=1,
+        work_dir=str(tmp_path),
+        outputs_path=str(tmp_path / "outputs.npz"),
+        depth=18,
+        classes=10,
+        create_weights=True,
+        training=False,
+        warmup=0,
+        repeats=1,
     )
     result = worker.run_worker(spec)
     assert result["backend"] == BACKEND and result["status"] == "ok"
@@ -229,14 +234,34 @@ def test_compare_backends_program_quick_layer_only(tmp_path):
     # Spawns every backend itself, so it runs once (in the tensorflow pass).
     out = tmp_path / "out"
     command = [
-        sys.executable, "-m", "benchmarks.compare_backends",
-        "--quick", "--layer-only", "--output-dir", str(out),
-        "--layer-shape", "2", "8", "8", "64", "--warmup", "1", "--repeats", "1",
-        "--min-seconds", "0.01", "--timeout", "300",
+        sys.executable,
+        "-m",
+        "benchmarks.compare_backends",
+        "--quick",
+        "--layer-only",
+        "--output-dir",
+        str(out),
+        "--layer-shape",
+        "2",
+        "8",
+        "8",
+        "64",
+        "--warmup",
+        "1",
+        "--repeats",
+        "1",
+        "--min-seconds",
+        "0.01",
+        "--timeout",
+        "300",
     ]
     process = subprocess.run(
-        command, env=subprocess_env("tensorflow"), capture_output=True, text=True,
-        timeout=600, cwd=REPO,
+        command,
+        env=subprocess_env("tensorflow"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
     )
     assert process.returncode == 0, process.stderr[-3000:]
     assert "SGE layer" in process.stdout and "agreement" in process.stdout

@@ -89,7 +89,9 @@ def test_basic_block_models_match_pytorch_and_survive_keras_saving(arch, data_fo
     torch.save(net.state_dict(), path)  # a bare state_dict, without "module."
     builder = {"sge_resnet18": applications.SGEResNet18, "resnet18": applications.ResNet18}[arch]
 
-    model = builder(weights=path, input_shape=_input_shape(64), classes=10, classifier_activation=None)
+    model = builder(
+        weights=path, input_shape=_input_shape(64), classes=10, classifier_activation=None
+    )
     outputs = _keras_forward(model, images)
     assert _max_abs(outputs, logits) <= TOLERANCE
     # The converted model survives a .keras round trip.
@@ -138,7 +140,9 @@ def test_mismatches_list_keys_and_load_nothing(sge_resnet50_file):
     assert _unchanged(ten_classes, before)
 
     plain = applications.ResNet50(include_top=False, input_shape=(64, 64, 3))
-    with pytest.raises(ValueError, match=r"(?s)Unexpected keys.*layer1\.0\.sge\.weight.*build an SGEResNet"):
+    with pytest.raises(
+        ValueError, match=r"(?s)Unexpected keys.*layer1\.0\.sge\.weight.*build an SGEResNet"
+    ):
         applications.load_pytorch_checkpoint(plain, path)
 
 
@@ -196,11 +200,16 @@ def test_convert_checkpoint_program(tmp_path):
         [
             sys.executable,
             os.path.join(ROOT, "applications", "convert_checkpoint.py"),
-            "--model", "sge_resnet18",
-            "--weights", path,
-            "--output", output,
-            "--classes", "10",
-            "--image-size", "64",
+            "--model",
+            "sge_resnet18",
+            "--weights",
+            path,
+            "--output",
+            output,
+            "--classes",
+            "10",
+            "--image-size",
+            "64",
         ],
         env=subprocess_env(BACKEND),
         capture_output=True,
@@ -222,8 +231,24 @@ def test_evaluate_program_measures_an_authors_checkpoint_like_pytorch(tmp_path, 
     save_as_authors(net, path)
     program = load_program("evaluate")
     out = str(tmp_path / "eval.json")
-    code = program.main(["--model", "sge_resnet18", "--weights", path, "--dataset", "demo",
-                         "--image-size", "40", "--batch-size", "16", "--steps", "1", "--json", out])
+    code = program.main(
+        [
+            "--model",
+            "sge_resnet18",
+            "--weights",
+            path,
+            "--dataset",
+            "demo",
+            "--image-size",
+            "40",
+            "--batch-size",
+            "16",
+            "--steps",
+            "1",
+            "--json",
+            out,
+        ]
+    )
     assert code == 0
     measured = __import__("json").load(open(out))
     # The same sampled batch through the plain-PyTorch network.

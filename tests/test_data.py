@@ -26,8 +26,7 @@ def smooth_image(rng, height, width):
     yy, xx = np.mgrid[0:height, 0:width] / max(height, width)
     phases = rng.uniform(0, 2 * np.pi, size=3)
     channels = [
-        127.5 + 120 * np.sin(2 * np.pi * (1.5 + c) * (xx + 0.7 * yy) + phases[c])
-        for c in range(3)
+        127.5 + 120 * np.sin(2 * np.pi * (1.5 + c) * (xx + 0.7 * yy) + phases[c]) for c in range(3)
     ]
     return np.clip(np.stack(channels, -1), 0, 255).astype(np.uint8)
 
@@ -51,8 +50,16 @@ def pil_rgb(image_bytes):
 @pytest.mark.backend_independent
 @pytest.mark.parametrize(
     "fmt,mode",
-    [("JPEG", None), ("JPEG", "L"), ("JPEG", "CMYK"), ("PNG", None), ("PNG", "RGBA"),
-     ("PNG", "L"), ("GIF", "P"), ("BMP", None)],
+    [
+        ("JPEG", None),
+        ("JPEG", "L"),
+        ("JPEG", "CMYK"),
+        ("PNG", None),
+        ("PNG", "RGBA"),
+        ("PNG", "L"),
+        ("GIF", "P"),
+        ("BMP", None),
+    ],
 )
 def test_decode_image_gives_rgb_like_pillow(rng, fmt, mode):
     image_bytes = encode(smooth_image(rng, 40, 56), fmt, mode)
@@ -113,7 +120,9 @@ def test_preprocess_for_train_matches_pillow_crop_flip_resize(rng, fmt):
         again = data.preprocess_for_train(tf.constant(image_bytes), 48, seed=seed).numpy()
         np.testing.assert_array_equal(out, again)
         crop_seed = tf.random.experimental.stateless_split(seed, num=2)[0]
-        y, x, h, w = (int(v) for v in preprocessing.random_crop_window(tf.constant([150, 200]), crop_seed))
+        y, x, h, w = (
+            int(v) for v in preprocessing.random_crop_window(tf.constant([150, 200]), crop_seed)
+        )
         crop = reference_image.crop((x, y, x + w, y + h)).resize((48, 48), Image.BILINEAR)
         crop = np.asarray(crop, np.float64)
         plain = np.abs(out - crop).mean()
@@ -140,7 +149,12 @@ def test_preprocess_for_eval_matches_torchvision_resize_and_centre_crop(rng):
 @pytest.mark.backend_independent
 @pytest.mark.parametrize(
     "height,width,size,fmt",
-    [(375, 500, 224, "JPEG"), (500, 375, 224, "JPEG"), (30, 100, 32, "PNG"), (200, 200, 224, "JPEG")],
+    [
+        (375, 500, 224, "JPEG"),
+        (500, 375, 224, "JPEG"),
+        (30, 100, 32, "PNG"),
+        (200, 200, 224, "JPEG"),
+    ],
 )
 def test_preprocess_for_eval_equals_resizing_the_whole_image_then_cropping(
     rng, height, width, size, fmt
@@ -155,7 +169,9 @@ def test_preprocess_for_eval_equals_resizing_the_whole_image_then_cropping(
     new_w = resize if width == short else int(width * resize / short)
     new_h, new_w = max(new_h, size), max(new_w, size)
     top, left = int(round((new_h - size) / 2)), int(round((new_w - size) / 2))
-    literal = tf.image.resize(image, [new_h, new_w], antialias=True)[top : top + size, left : left + size]
+    literal = tf.image.resize(image, [new_h, new_w], antialias=True)[
+        top : top + size, left : left + size
+    ]
     literal = np.clip(np.round(literal.numpy()), 0, 255)
     fused = data.preprocess_for_eval(image_bytes, size).numpy().astype(np.float64)
     assert np.abs(fused - literal).max() <= 1.0  # float rounding at .5 only
@@ -218,9 +234,7 @@ def test_image_folder_skips_corrupt_files_naming_them(tmp_path, rng, capfd):
     (root / "bee" / "not_an_image.jpg").write_bytes(b"<html>404 Not Found</html>")
     (root / "cat" / "empty.png").write_bytes(b"")
     (root / "cat" / "notes.txt").write_text("not listed: wrong extension")
-    dataset, info = data.load_image_folder(
-        str(root), batch_size=5, image_size=32, with_info=True
-    )
+    dataset, info = data.load_image_folder(str(root), batch_size=5, image_size=32, with_info=True)
     assert info.class_names == ["ant", "bee", "cat"] and info.num_classes == 3
     assert info.label_of == {"ant": 0, "bee": 1, "cat": 2}
     assert info.num_examples == 15  # listed, not read
@@ -295,8 +309,12 @@ def test_image_folder_split_layouts_and_errors(tmp_path, rng):
     for split in ("train", "validation"):
         _, labels = collect(
             data.load_image_folder(
-                str(tmp_path), split, batch_size=50, image_size=16,
-                validation_fraction=0.4, training=False,
+                str(tmp_path),
+                split,
+                batch_size=50,
+                image_size=16,
+                validation_fraction=0.4,
+                training=False,
             )
         )
         parts[split] = labels
@@ -406,8 +424,13 @@ def test_demo_fit_and_evaluate_one_step(tmp_path):
 def test_demo_channels_first_layout_and_bfloat16(tmp_path):
     keras.config.set_image_data_format("channels_first")
     dataset = data.load_demo(
-        "validation", batch_size=4, image_size=32, data_dir=tmp_path,
-        num_train=8, num_validation=4, dtype="bfloat16",
+        "validation",
+        batch_size=4,
+        image_size=32,
+        data_dir=tmp_path,
+        num_train=8,
+        num_validation=4,
+        dtype="bfloat16",
     )
     images, labels = next(iter(dataset))
     assert images.shape == (4, 3, 32, 32) and images.dtype == tf.bfloat16
@@ -420,8 +443,21 @@ def test_demo_channels_first_layout_and_bfloat16(tmp_path):
 def test_benchmark_input_program_runs_all_pipelines(monkeypatch, capsys):
     import runpy
 
-    argv = ["benchmark_input.py", "--image-size", "32", "--num-images", "2", "--repeats", "2",
-            "--rounds", "1", "--batch-size", "2", "--source-size", "64x48"]
+    argv = [
+        "benchmark_input.py",
+        "--image-size",
+        "32",
+        "--num-images",
+        "2",
+        "--repeats",
+        "2",
+        "--rounds",
+        "1",
+        "--batch-size",
+        "2",
+        "--source-size",
+        "64x48",
+    ]
     monkeypatch.setattr("sys.argv", argv)
     runpy.run_module("benchmarks.benchmark_input", run_name="__main__")
     lines = capsys.readouterr().out.splitlines()

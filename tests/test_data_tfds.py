@@ -100,8 +100,12 @@ def _match_references(images, labels, references):
 def test_load_imagenet_prepares_the_archives_with_the_real_builder(mini_imagenet):
     data_dir, manual_dir, train_images, val_images = mini_imagenet
     val, info = data.load_imagenet(
-        "validation", batch_size=3, image_size=IMAGE_SIZE, data_dir=data_dir,
-        manual_dir=manual_dir, with_info=True,
+        "validation",
+        batch_size=3,
+        image_size=IMAGE_SIZE,
+        data_dir=data_dir,
+        manual_dir=manual_dir,
+        with_info=True,
     )
     assert info.num_classes == 1000 and info.class_names[65] == "n01751748"
     assert info.num_examples == 4 and info.num_batches == 2
@@ -133,8 +137,12 @@ def test_load_imagenet_prepares_the_archives_with_the_real_builder(mini_imagenet
 
     shards = [
         data.load_imagenet(
-            "validation", batch_size=3, image_size=IMAGE_SIZE, data_dir=data_dir,
-            shard=(i, 2), with_info=True,
+            "validation",
+            batch_size=3,
+            image_size=IMAGE_SIZE,
+            data_dir=data_dir,
+            shard=(i, 2),
+            with_info=True,
         )
         for i in range(2)
     ]
@@ -148,8 +156,14 @@ def test_a_sampled_evaluation_reads_a_fixed_shuffle_of_the_split(mini_imagenet):
     data_dir, _, _, _ = mini_imagenet
 
     def labels(**kwargs):
-        ds = data.load_imagenet("train", batch_size=9, image_size=IMAGE_SIZE, data_dir=data_dir,
-                                training=False, **kwargs)
+        ds = data.load_imagenet(
+            "train",
+            batch_size=9,
+            image_size=IMAGE_SIZE,
+            data_dir=data_dir,
+            training=False,
+            **kwargs,
+        )
         return [y.numpy().tolist() for _, y in ds][0]
 
     in_order, sampled = labels(), labels(sample_seed=3)

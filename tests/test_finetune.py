@@ -11,9 +11,9 @@ torch = pytest.importorskip("torch")
 
 from PIL import Image  # noqa: E402
 
+from benchmarks import torch_resnet  # noqa: E402
 from keras_sge import applications  # noqa: E402
 from keras_sge.applications import checkpoint  # noqa: E402
-from benchmarks import torch_resnet  # noqa: E402
 from keras_sge.training import TrainConfig, train  # noqa: E402
 from tests.helpers import load_program, randomize_torch_network, save_as_authors  # noqa: E402
 
@@ -132,7 +132,11 @@ def test_plain_resnet_into_sge_resnet(tmp_path, layout):
     assert left_out == expected
     for key, (variable, array) in _file_arrays(model, path).items():
         np.testing.assert_array_equal(_numpy(variable), array, err_msg=key)
-    sge = [layer for layer in model.layers if isinstance(layer, applications.resnet.SpatialGroupEnhance)]
+    sge = [
+        layer
+        for layer in model.layers
+        if isinstance(layer, applications.resnet.SpatialGroupEnhance)
+    ]
     assert len(sge) == 8
     for layer in sge:
         np.testing.assert_array_equal(_numpy(layer.gamma), 0.0)
@@ -153,16 +157,28 @@ def test_other_mismatch_still_refused_with_allow_missing_sge(tmp_path):
 def test_train_program_fine_tuning_flags():
     program = load_program("train")
     config = program.parse_args(
-        ["--dataset", "/data/flowers", "--weights", "w.pth.tar", "--freeze-backbone-epochs", "2",
-         "--backbone-lr-multiplier", "0.5"]
+        [
+            "--dataset",
+            "/data/flowers",
+            "--weights",
+            "w.pth.tar",
+            "--freeze-backbone-epochs",
+            "2",
+            "--backbone-lr-multiplier",
+            "0.5",
+        ]
     )
     assert (config.weights, config.freeze_backbone_epochs, config.backbone_lr_multiplier) == (
-        "w.pth.tar", 2, 0.5,
+        "w.pth.tar",
+        2,
+        0.5,
     )
-    resolved = program.parse_args(["--dataset", "/data/flowers", "--weights", "w.pth.tar"]).resolved(
-        accelerator=False
+    resolved = program.parse_args(
+        ["--dataset", "/data/flowers", "--weights", "w.pth.tar"]
+    ).resolved(accelerator=False)
+    assert (
+        resolved.recipe == "fast" and resolved.epochs == 10 and resolved.freeze_backbone_epochs == 1
     )
-    assert resolved.recipe == "fast" and resolved.epochs == 10 and resolved.freeze_backbone_epochs == 1
     with pytest.raises(ValueError, match="pass `weights`"):
         program.parse_args(["--freeze-backbone-epochs", "1"]).resolved(accelerator=False)
 

@@ -20,7 +20,11 @@ def test_synset_ids_follow_the_tfds_label_order():
 
 @pytest.mark.parametrize(
     "index, wnid, name",
-    [(0, "n01440764", "tench"), (207, "n02099601", "golden retriever"), (999, "n15075141", "toilet tissue")],
+    [
+        (0, "n01440764", "tench"),
+        (207, "n02099601", "golden retriever"),
+        (999, "n15075141", "toilet tissue"),
+    ],
 )
 def test_decode_one_hot(index, wnid, name):
     preds = np.full((2, 1000), 1e-4, "float32")
@@ -34,7 +38,9 @@ def test_decode_one_hot(index, wnid, name):
 
 
 def test_decode_with_own_class_names_and_bad_shapes():
-    decoded = applications.decode_predictions(np.array([[0.1, 0.7, 0.2]]), top=2, class_names=["ant", "bee", "cat"])
+    decoded = applications.decode_predictions(
+        np.array([[0.1, 0.7, 0.2]]), top=2, class_names=["ant", "bee", "cat"]
+    )
     assert decoded == [[("1", "bee", pytest.approx(0.7)), ("2", "cat", pytest.approx(0.2))]]
     with pytest.raises(ValueError, match="1000"):
         applications.decode_predictions(np.zeros((1, 10)))

@@ -73,7 +73,9 @@ def test_imagenet_weights_found_in_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv(pretrained.WEIGHTS_DIR_VARIABLE, str(tmp_path))
     # A stand-in entry: the mechanism is the same for every published model.
     monkeypatch.setitem(
-        pretrained.PRETRAINED, "sge_resnet18", pretrained.PretrainedFile("sge_resnet18.pth.tar", "", "", "")
+        pretrained.PRETRAINED,
+        "sge_resnet18",
+        pretrained.PretrainedFile("sge_resnet18.pth.tar", "", "", ""),
     )
     source = applications.SGEResNet18(input_shape=SHAPE)
     source.save_weights(tmp_path / "sge_resnet18.weights.h5")

@@ -211,8 +211,15 @@ def test_two_workers_train_in_sync_shard_the_data_and_resume(tmp_path):
 
     # Only the chief wrote into the shared output directory, and nothing is left over.
     assert sorted(os.listdir(out)) == sorted(
-        ["checkpoints", "config.json", "curves.png", "metrics.csv", "model.keras",
-         "results.json", "tensorboard"]
+        [
+            "checkpoints",
+            "config.json",
+            "curves.png",
+            "metrics.csv",
+            "model.keras",
+            "results.json",
+            "tensorboard",
+        ]
     )
     assert sorted(os.listdir(out / "checkpoints")) == ["best.keras", "last.keras"]
 
@@ -222,9 +229,15 @@ def test_two_workers_train_in_sync_shard_the_data_and_resume(tmp_path):
     "variables, message",
     [
         ({}, "not set"),
-        ({"TF_CONFIG": "{not json", "KERAS_DISTRIBUTION_JOB_ADDRESSES": "h:1",
-          "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": "2"},
-         "(not a valid cluster|Inconsistent cluster variables)"),
+        (
+            {
+                "TF_CONFIG": "{not json",
+                "KERAS_DISTRIBUTION_JOB_ADDRESSES": "h:1",
+                "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
+                "KERAS_DISTRIBUTION_PROCESS_ID": "2",
+            },
+            "(not a valid cluster|Inconsistent cluster variables)",
+        ),
     ],
 )
 def test_missing_or_inconsistent_cluster_variables_are_named(variables, message):
@@ -234,12 +247,17 @@ def test_missing_or_inconsistent_cluster_variables_are_named(variables, message)
         "initialize_multi_worker()\n"
     )
     env = subprocess_env(BACKEND)
-    for name in ("TF_CONFIG", "KERAS_DISTRIBUTION_JOB_ADDRESSES",
-                 "KERAS_DISTRIBUTION_NUM_PROCESSES", "KERAS_DISTRIBUTION_PROCESS_ID"):
+    for name in (
+        "TF_CONFIG",
+        "KERAS_DISTRIBUTION_JOB_ADDRESSES",
+        "KERAS_DISTRIBUTION_NUM_PROCESSES",
+        "KERAS_DISTRIBUTION_PROCESS_ID",
+    ):
         env.pop(name, None)
     env.update(variables)
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode != 0
     error = done.stderr.strip().splitlines()[-1]
     assert error.startswith("ValueError")
@@ -258,8 +276,9 @@ def test_devices_touched_before_the_cluster_started_is_a_clear_error():
         "initialize_multi_worker()\n"
     )
     env = _cluster_env(0, _free_ports(2))
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode != 0
     error = done.stderr.strip().splitlines()[-1]
     assert error.startswith("RuntimeError") and "initialize_multi_worker()" in error, error

@@ -83,7 +83,7 @@ def test_subpackages_load_on_first_use():
     assert set(dir(keras_sge)) >= {"applications", "layers", "data", "training", "visualization"}
     assert keras_sge.training.TrainConfig is not None
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
-        keras_sge.nothing
+        _ = keras_sge.nothing
 
 
 @pytest.mark.parametrize(

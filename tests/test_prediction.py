@@ -9,7 +9,6 @@ from PIL import Image
 
 from keras_sge import applications
 from keras_sge.applications import prediction
-
 from tests.helpers import load_program
 
 predict = load_program("predict")
@@ -55,7 +54,9 @@ def test_load_image_centre_crop(tmp_path):
 def test_list_images_expands_folders(images):
     files = prediction.list_images([images / "a.png", images / "folder"])
     assert [os.path.relpath(f, images) for f in files] == [
-        "a.png", os.path.join("folder", "b.jpg"), os.path.join("folder", "sub", "c.png")
+        "a.png",
+        os.path.join("folder", "b.jpg"),
+        os.path.join("folder", "sub", "c.png"),
     ]
 
 
@@ -82,7 +83,10 @@ def test_predict_program_uses_the_saved_class_names(images, tmp_path, capsys):
     model.save(run / "model.keras")
     with open(run / "config.json", "w") as f:
         json.dump({"derived": {"class_names": ["ant", "bee", "cat"]}}, f)
-    assert predict.main([str(images / "a.png"), "--model", str(run / "model.keras"), "--top", "2"]) == 0
+    assert (
+        predict.main([str(images / "a.png"), "--model", str(run / "model.keras"), "--top", "2"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "a.png" in out and "1. cat" in out and "2. " in out
     os.remove(run / "config.json")

@@ -8,23 +8,72 @@ import pytest
 from keras_sge.training import TrainConfig
 from tests.helpers import SIZE, load_program, tiny_model
 
+
 def test_train_flags_map_onto_the_config():
     parse = load_program("train").parse_args
     assert parse([]) == TrainConfig()  # no arguments: the demo run
-    config = parse([
-        "--dataset", "imagenet2012", "--manual-dir", "/archives", "--model", "resnet101",
-        "--recipe", "paper", "--epochs", "90", "--batch-size", "1024", "--lr", "0.2",
-        "--weight-decay", "5e-5", "--no-decay-all-parameters", "--label-smoothing", "0.1",
-        "--warmup-epochs", "5", "--lr-milestones", "30", "60", "80", "--mixed-precision", "bfloat16",
-        "--no-jit", "--devices", "8", "--steps-per-epoch", "10", "--output-dir", "/tmp/x",
-        "--seed", "3", "--verbose", "2",
-    ])
+    config = parse(
+        [
+            "--dataset",
+            "imagenet2012",
+            "--manual-dir",
+            "/archives",
+            "--model",
+            "resnet101",
+            "--recipe",
+            "paper",
+            "--epochs",
+            "90",
+            "--batch-size",
+            "1024",
+            "--lr",
+            "0.2",
+            "--weight-decay",
+            "5e-5",
+            "--no-decay-all-parameters",
+            "--label-smoothing",
+            "0.1",
+            "--warmup-epochs",
+            "5",
+            "--lr-milestones",
+            "30",
+            "60",
+            "80",
+            "--mixed-precision",
+            "bfloat16",
+            "--no-jit",
+            "--devices",
+            "8",
+            "--steps-per-epoch",
+            "10",
+            "--output-dir",
+            "/tmp/x",
+            "--seed",
+            "3",
+            "--verbose",
+            "2",
+        ]
+    )
     assert config == TrainConfig(
-        dataset="imagenet2012", manual_dir="/archives", model="resnet101", recipe="paper",
-        epochs=90, batch_size=1024, lr=0.2, weight_decay=5e-5, decay_all_parameters=False,
-        label_smoothing=0.1, warmup_epochs=5.0, lr_milestones=[30, 60, 80],
-        mixed_precision="bfloat16", jit=False, devices=8, steps_per_epoch=10,
-        output_dir="/tmp/x", seed=3, verbose=2,
+        dataset="imagenet2012",
+        manual_dir="/archives",
+        model="resnet101",
+        recipe="paper",
+        epochs=90,
+        batch_size=1024,
+        lr=0.2,
+        weight_decay=5e-5,
+        decay_all_parameters=False,
+        label_smoothing=0.1,
+        warmup_epochs=5.0,
+        lr_milestones=[30, 60, 80],
+        mixed_precision="bfloat16",
+        jit=False,
+        devices=8,
+        steps_per_epoch=10,
+        output_dir="/tmp/x",
+        seed=3,
+        verbose=2,
     )
     assert parse(["--sge-options", '{"normalize": false}']).sge_options == {"normalize": False}
     with pytest.raises(SystemExit):
@@ -38,8 +87,20 @@ def test_evaluate_program_prints_the_paper_table(tmp_path, capsys):
     path = str(tmp_path / "tiny.keras")
     model.save(path)
     out_json = str(tmp_path / "eval.json")
-    code = load_program("evaluate").main(["--model", path, "--dataset", "demo",
-                                      "--batch-size", "16", "--steps", "2", "--json", out_json])
+    code = load_program("evaluate").main(
+        [
+            "--model",
+            path,
+            "--dataset",
+            "demo",
+            "--batch-size",
+            "16",
+            "--steps",
+            "2",
+            "--json",
+            out_json,
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert f"demo/validation at {SIZE} px" in printed
@@ -53,8 +114,12 @@ def test_evaluate_program_rejects_unknown_files(tmp_path):
     bad = tmp_path / "model.onnx"
     bad.write_text("x")
     with pytest.raises(ValueError, match="a model name .* or a .keras file"):
-        load_program("evaluate").main(["--model", str(bad), "--dataset", "demo", "--image-size", "32"])
+        load_program("evaluate").main(
+            ["--model", str(bad), "--dataset", "demo", "--image-size", "32"]
+        )
     with pytest.raises(ValueError, match="name its architecture"):
         checkpoint = tmp_path / "weights.pth"
         checkpoint.write_bytes(b"")
-        load_program("evaluate").main(["--model", str(checkpoint), "--dataset", "demo", "--image-size", "32"])
+        load_program("evaluate").main(
+            ["--model", str(checkpoint), "--dataset", "demo", "--image-size", "32"]
+        )

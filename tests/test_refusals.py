@@ -1,4 +1,4 @@
-"""Data that must exist, validation that counts, models that must fit, settings that must make sense."""
+"""Refusals: data that must exist, validation that counts, models that must fit, sane settings."""
 
 import io
 import json
@@ -12,8 +12,7 @@ from PIL import Image
 import keras_sge
 from keras_sge import data
 from keras_sge.training import TrainConfig, evaluate, train
-from tests.helpers import load_program
-from tests.helpers import SIZE, tiny_config, tiny_model
+from tests.helpers import SIZE, load_program, tiny_config, tiny_model
 
 
 def _jpeg(rng, size=(40, 48)):
@@ -38,15 +37,25 @@ def _folder(root, rng, classes=("ant", "bee"), per_class=3, bad_per_class=0):
 def test_a_training_split_without_enough_readable_images_stops_before_training(tmp_path, rng):
     _folder(tmp_path / "data" / "train", rng, per_class=0, bad_per_class=2)
     _folder(tmp_path / "data" / "val", rng, per_class=2)
-    config = tiny_config(tmp_path / "run", dataset=str(tmp_path / "data"), batch_size=4,
-                         steps_per_epoch=None, validation_steps=None)
-    with pytest.raises(ValueError, match=r"train' has 0 readable image files of 6 listed, fewer "
-                       r"than one batch of 4\. Rejected: 4 not a JPEG/PNG/GIF/BMP, or cut short .*2 empty"):
+    config = tiny_config(
+        tmp_path / "run",
+        dataset=str(tmp_path / "data"),
+        batch_size=4,
+        steps_per_epoch=None,
+        validation_steps=None,
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"train' has 0 readable image files of 6 listed, fewer "
+        r"than one batch of 4\. Rejected: 4 not a JPEG/PNG/GIF/BMP, or cut short .*2 empty",
+    ):
         train(config, model_fn=tiny_model)
     assert not (tmp_path / "run" / "results.json").exists()
 
     _folder(tmp_path / "few", rng, per_class=1, bad_per_class=1)  # 2 readable of 6
-    with pytest.raises(ValueError, match="2 readable image files of 6 listed, fewer than one batch of 3"):
+    with pytest.raises(
+        ValueError, match="2 readable image files of 6 listed, fewer than one batch of 3"
+    ):
         data.load_image_folder(str(tmp_path / "few"), batch_size=3, training=True)
     assert data.load_image_folder(str(tmp_path / "few"), batch_size=2, training=True) is not None
 
@@ -83,9 +92,26 @@ def test_partial_validation_is_a_fixed_sample_of_every_class(tmp_path, capsys):
     path = str(tmp_path / "tiny.keras")
     model.save(path)
     out_json = str(tmp_path / "eval.json")
-    assert load_program("evaluate").main(["--model", path, "--dataset", "demo", "--batch-size", "16",
-                                      "--steps", "2", "--json", out_json]) == 0
-    assert "(partial: 2 batches of 16, a fixed random sample of the split)" in capsys.readouterr().out
+    assert (
+        load_program("evaluate").main(
+            [
+                "--model",
+                path,
+                "--dataset",
+                "demo",
+                "--batch-size",
+                "16",
+                "--steps",
+                "2",
+                "--json",
+                out_json,
+            ]
+        )
+        == 0
+    )
+    assert (
+        "(partial: 2 batches of 16, a fixed random sample of the split)" in capsys.readouterr().out
+    )
     measured = json.load(open(out_json))
     assert measured["partial"] and measured["evaluated_batches"] == 2
     # The same numbers as evaluating those sampled batches directly.
@@ -98,7 +124,9 @@ def test_partial_validation_is_a_fixed_sample_of_every_class(tmp_path, capsys):
 def test_train_says_its_validation_is_partial(tmp_path, capsys):
     train(tiny_config(tmp_path / "run", epochs=1, validation_steps=2), model_fn=tiny_model)
     assert "Validation is partial: 2 batches of 16 images (of 400)" in capsys.readouterr().out
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["derived"]["validation_partial"]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["derived"][
+        "validation_partial"
+    ]
 
 
 def test_evaluate_leaves_the_callers_model_as_it_was():
@@ -117,7 +145,10 @@ def test_evaluate_leaves_the_callers_model_as_it_was():
 def test_evaluate_program_refuses_models_that_do_not_fit(tmp_path, capsys):
     two_classes = str(tmp_path / "two.keras")
     tiny_model((SIZE, SIZE, 3), 2).save(two_classes)
-    assert load_program("evaluate").main(["--model", two_classes, "--dataset", "demo", "--steps", "1"]) == 2
+    assert (
+        load_program("evaluate").main(["--model", two_classes, "--dataset", "demo", "--steps", "1"])
+        == 2
+    )
     assert "outputs 2 classes but the dataset has 4" in capsys.readouterr().err
 
     broken = tiny_model((SIZE, SIZE, 3), 4)
@@ -125,17 +156,23 @@ def test_evaluate_program_refuses_models_that_do_not_fit(tmp_path, capsys):
     kernel.assign(np.where(np.arange(kernel.shape[1]) == 0, np.nan, kernel.numpy()))
     path = str(tmp_path / "nan.keras")
     broken.save(path)
-    assert load_program("evaluate").main(["--model", path, "--dataset", "demo", "--steps", "1"]) == 2
+    assert (
+        load_program("evaluate").main(["--model", path, "--dataset", "demo", "--steps", "1"]) == 2
+    )
     assert "non-finite values (NaN or inf)" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
-        load_program("visualize").main(["--model", two_classes, "--output-dir", str(tmp_path / "vis")])
+        load_program("visualize").main(
+            ["--model", two_classes, "--output-dir", str(tmp_path / "vis")]
+        )
     assert exit_info.value.code == 2
     assert "outputs 2 classes but the dataset has 4" in capsys.readouterr().err
 
 
 @pytest.mark.backend_independent
 def test_unset_warmup_stays_below_epochs_and_nan_settings_are_refused():
-    assert TrainConfig(epochs=1).resolved(accelerator=False).warmup_epochs == 0.5  # demo: 1 by default
+    assert (
+        TrainConfig(epochs=1).resolved(accelerator=False).warmup_epochs == 0.5
+    )  # demo: 1 by default
     with pytest.raises(ValueError, match=r"warmup_epochs` must be in \[0, epochs=1\)"):
         TrainConfig(epochs=1, warmup_epochs=1.0).resolved(accelerator=False)
     for key in ("lr", "warmup_epochs", "momentum"):
@@ -161,6 +198,9 @@ def test_a_broken_imagenet_archive_is_named(tmp_path):
     manual = tmp_path / "manual"
     manual.mkdir()
     (manual / "ILSVRC2012_img_val.tar").write_bytes(b"")
-    with pytest.raises(ValueError, match=r"ILSVRC2012_img_val.tar failed \(ReadError: empty file\)"):
-        data.load_imagenet("validation", batch_size=4, data_dir=str(tmp_path / "tfds"),
-                           manual_dir=str(manual))
+    with pytest.raises(
+        ValueError, match=r"ILSVRC2012_img_val.tar failed \(ReadError: empty file\)"
+    ):
+        data.load_imagenet(
+            "validation", batch_size=4, data_dir=str(tmp_path / "tfds"), manual_dir=str(manual)
+        )

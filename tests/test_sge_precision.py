@@ -88,8 +88,10 @@ def layer_outputs(x_nchw, gamma, beta, dy_nchw, groups, data_format, mode):
     layer.set_weights([gamma, beta])
     y, *grads = _value_and_grads(layer, x, dy, mode)
     dx, d_gamma, d_beta = grads
-    back = (lambda t: t) if data_format == "channels_first" else (
-        lambda t: np.transpose(t, (0, 3, 1, 2))
+    back = (
+        (lambda t: t)
+        if data_format == "channels_first"
+        else (lambda t: np.transpose(t, (0, 3, 1, 2)))
     )
     return [
         np.asarray(ops.convert_to_numpy(t), np.float64)
@@ -130,9 +132,7 @@ def _value_and_grads(layer, x, dy, mode):
     x = torch.tensor(x, requires_grad=True)
     call = torch.compile(layer) if mode == "compiled" else layer
     y = call(x)
-    grads = torch.autograd.grad(
-        y, [x, layer.gamma.value, layer.beta.value], torch.tensor(dy)
-    )
+    grads = torch.autograd.grad(y, [x, layer.gamma.value, layer.beta.value], torch.tensor(dy))
     return (y.detach(), *grads)
 
 
@@ -234,9 +234,7 @@ PATH_TOLERANCE = 6.5 if BACKEND == "tensorflow" else 2.0
 @pytest.mark.parametrize("mode", PATH_MODES)
 @pytest.mark.parametrize("data_format", FORMATS)
 @pytest.mark.parametrize("case", CASES)
-def test_backend_path_matches_plain_definition(
-    references, monkeypatch, case, data_format, mode
-):
+def test_backend_path_matches_plain_definition(references, monkeypatch, case, data_format, mode):
     _, authors = references(case)
     outputs = {}
     for plain in ("1", "0"):
@@ -321,8 +319,10 @@ def test_tensorflow_layers_alike_share_one_compiled_function_with_their_own_weig
         with tf.GradientTape(persistent=True) as tape:
             outputs = [first(x), second(x)]
             losses = [tf.reduce_sum(y * y) for y in outputs]
-        grads = [tape.gradient(loss, [layer.gamma.value, layer.beta.value])
-                 for loss, layer in zip(losses, (first, second))]
+        grads = [
+            tape.gradient(loss, [layer.gamma.value, layer.beta.value])
+            for loss, layer in zip(losses, (first, second))
+        ]
         return outputs, grads
 
     outputs, grads = tf.function(traced)(x)

@@ -56,12 +56,15 @@ def test_grouping_is_contiguous_not_interleaved(rng):
     x[..., :4] *= 50.0
     layer, gamma, beta = _layer_with_random_params(rng, 4, "channels_last", x.shape)
     y = ops.convert_to_numpy(layer(x))
-    np.testing.assert_allclose(
-        y, sge_reference(x, gamma, beta, 4), rtol=1e-5, atol=1e-5
+    np.testing.assert_allclose(y, sge_reference(x, gamma, beta, 4), rtol=1e-5, atol=1e-5)
+    interleaved = (
+        sge_reference(
+            x.reshape(2, 5, 5, 4, 4).swapaxes(-1, -2).reshape(2, 5, 5, 16), gamma, beta, 4
+        )
+        .reshape(2, 5, 5, 4, 4)
+        .swapaxes(-1, -2)
+        .reshape(2, 5, 5, 16)
     )
-    interleaved = sge_reference(
-        x.reshape(2, 5, 5, 4, 4).swapaxes(-1, -2).reshape(2, 5, 5, 16), gamma, beta, 4
-    ).reshape(2, 5, 5, 4, 4).swapaxes(-1, -2).reshape(2, 5, 5, 16)
     assert np.max(np.abs(y - interleaved)) > 1e-2
 
 
@@ -99,9 +102,7 @@ def test_compute_gate_matches_reference(rng):
     layer_cf.build(x_cf.shape)
     layer_cf.set_weights([gamma, beta])
     gate_cf = ops.convert_to_numpy(layer_cf.compute_gate(x_cf))
-    np.testing.assert_allclose(
-        gate_cf, np.transpose(expected, (0, 3, 1, 2)), rtol=1e-5, atol=1e-6
-    )
+    np.testing.assert_allclose(gate_cf, np.transpose(expected, (0, 3, 1, 2)), rtol=1e-5, atol=1e-6)
 
 
 def test_without_normalization_matches_reference(rng):
@@ -119,9 +120,7 @@ def test_mixed_precision_statistics_in_float32(rng, policy):
     # 32 channels per group with magnitudes up to 1e3: the similarity reaches
     # ~1e7, far beyond float16's range, so it must be computed in float32.
     x = rng.uniform(-1e3, 1e3, size=(2, 6, 6, 64)).astype("float32")
-    reference_layer, gamma, beta = _layer_with_random_params(
-        rng, 2, "channels_last", x.shape
-    )
+    reference_layer, gamma, beta = _layer_with_random_params(rng, 2, "channels_last", x.shape)
     expected = ops.convert_to_numpy(reference_layer(x))
 
     keras.config.set_dtype_policy(policy)
@@ -151,9 +150,7 @@ def test_unknown_batch_height_width_in_functional_model(rng):
     for shape in [(1, 5, 7, 64), (3, 8, 2, 64)]:
         x = rng.normal(size=shape).astype("float32")
         y = model.predict(x, verbose=0)
-        np.testing.assert_allclose(
-            y, sge_reference(x, gamma, beta, 16), rtol=1e-5, atol=1e-6
-        )
+        np.testing.assert_allclose(y, sge_reference(x, gamma, beta, 16), rtol=1e-5, atol=1e-6)
 
 
 def _compiled_call(layer):
@@ -180,16 +177,12 @@ def _compiled_call(layer):
 
 
 def test_compiled_with_dynamic_shapes(rng):
-    layer, gamma, beta = _layer_with_random_params(
-        rng, 8, "channels_last", (None, None, None, 32)
-    )
+    layer, gamma, beta = _layer_with_random_params(rng, 8, "channels_last", (None, None, None, 32))
     call = _compiled_call(layer)
     for shape in [(2, 5, 6, 32), (1, 9, 3, 32)]:
         x = rng.normal(size=shape).astype("float32")
         y = ops.convert_to_numpy(call(ops.convert_to_tensor(x)))
-        np.testing.assert_allclose(
-            y, sge_reference(x, gamma, beta, 8), rtol=1e-5, atol=1e-6
-        )
+        np.testing.assert_allclose(y, sge_reference(x, gamma, beta, 8), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -284,9 +277,7 @@ def _small_model(groups=8):
 
 def _randomize_sge(model, rng):
     sge = model.get_layer("sge")
-    sge.set_weights(
-        [rng.normal(size=sge.groups).astype("float32") for _ in range(2)]
-    )
+    sge.set_weights([rng.normal(size=sge.groups).astype("float32") for _ in range(2)])
 
 
 def test_keras_file_round_trip_safe_mode(rng, tmp_path):
@@ -348,9 +339,7 @@ def _gradients(layer, x, upstream):
             y, _ = layer.stateless_call([gamma, beta], [], x)
             return (y * upstream).sum()
 
-        grads = jax.grad(loss, argnums=(0, 1, 2))(
-            layer.gamma.value, layer.beta.value, x
-        )
+        grads = jax.grad(loss, argnums=(0, 1, 2))(layer.gamma.value, layer.beta.value, x)
     else:
         import torch
 
@@ -382,9 +371,7 @@ def _finite_difference(f, value, step=1e-6):
         ("channels_first", 2, False, 8),
     ],
 )
-def test_gradients_match_finite_differences(
-    rng, data_format, groups, normalize, channels
-):
+def test_gradients_match_finite_differences(rng, data_format, groups, normalize, channels):
     # Every backend is held to the same float64 finite differences, so the
     # three backends agree with each other within twice this tolerance. On
     # TensorFlow (eager) and JAX this checks the backend paths' gradients.
@@ -396,9 +383,7 @@ def test_gradients_match_finite_differences(
     grads = _gradients(layer, x.astype("float32"), upstream.astype("float32"))
 
     def loss(gamma, beta, x):
-        y = sge_reference(
-            x, gamma, beta, groups, data_format=data_format, normalize=normalize
-        )
+        y = sge_reference(x, gamma, beta, groups, data_format=data_format, normalize=normalize)
         return np.sum(y * upstream)
 
     gamma, beta = gamma.astype("float64"), beta.astype("float64")
@@ -486,9 +471,5 @@ def test_sequential_and_subclassed_models(rng):
             return self.sge(inputs) + inputs
 
     expected = sge_reference(x, np.zeros(2), np.ones(2), 2)
-    np.testing.assert_allclose(
-        ops.convert_to_numpy(sequential(x)), expected, rtol=1e-5, atol=1e-6
-    )
-    np.testing.assert_allclose(
-        ops.convert_to_numpy(Block()(x)), expected + x, rtol=1e-5, atol=1e-6
-    )
+    np.testing.assert_allclose(ops.convert_to_numpy(sequential(x)), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ops.convert_to_numpy(Block()(x)), expected + x, rtol=1e-5, atol=1e-6)

@@ -28,12 +28,16 @@ def test_coupled_l2_matches_hand_computed_update():
     # b1 = 0.5 + 0.1 * 1 = 0.6,               w1 = 1 - 0.1 * 0.6 = 0.94
     # b2 = 0.9 * 0.6 + (-0.25 + 0.1 * 0.94) = 0.384,  w2 = 0.94 - 0.1 * 0.384 = 0.9016
     optimizer = SGDWithL2(learning_rate=0.1, momentum=0.9, l2=0.1)
-    (kernel,) = _run_keras(optimizer, [np.ones((1, 1))], [[np.full((1, 1), 0.5)], [np.full((1, 1), -0.25)]])
+    (kernel,) = _run_keras(
+        optimizer, [np.ones((1, 1))], [[np.full((1, 1), 0.5)], [np.full((1, 1), -0.25)]]
+    )
     np.testing.assert_allclose(kernel, [[0.9016]], rtol=1e-6)
 
     # Keras' decoupled weight_decay is a different update (w2 = 0.9019... here).
     decoupled = keras.optimizers.SGD(learning_rate=0.1, momentum=0.9, weight_decay=0.1)
-    (other,) = _run_keras(decoupled, [np.ones((1, 1))], [[np.full((1, 1), 0.5)], [np.full((1, 1), -0.25)]])
+    (other,) = _run_keras(
+        decoupled, [np.ones((1, 1))], [[np.full((1, 1), 0.5)], [np.full((1, 1), -0.25)]]
+    )
     assert abs(float(other[0, 0]) - 0.9016) > 1e-4
 
 
@@ -77,14 +81,23 @@ def test_optimizer_rejects_bad_arguments_and_round_trips_config():
         SGDWithL2(momentum=1.5)
     with pytest.raises(ValueError, match="l2"):
         SGDWithL2(l2=-1.0)
-    optimizer = SGDWithL2(learning_rate=0.05, momentum=0.8, l2=3e-4, nesterov=True, decay_vectors=False)
+    optimizer = SGDWithL2(
+        learning_rate=0.05, momentum=0.8, l2=3e-4, nesterov=True, decay_vectors=False
+    )
     clone = SGDWithL2.from_config(optimizer.get_config())
-    assert (clone.momentum, clone.l2, clone.nesterov, clone.decay_vectors) == (0.8, 3e-4, True, False)
+    assert (clone.momentum, clone.l2, clone.nesterov, clone.decay_vectors) == (
+        0.8,
+        3e-4,
+        True,
+        False,
+    )
 
 
 def test_paper_step_schedule_at_given_epochs():
     steps_per_epoch = 7
-    schedule = make_schedule("step", peak_learning_rate=0.1, steps_per_epoch=steps_per_epoch, epochs=100)
+    schedule = make_schedule(
+        "step", peak_learning_rate=0.1, steps_per_epoch=steps_per_epoch, epochs=100
+    )
     for epoch in (0, 1, 29, 30, 31, 59, 60, 89, 90, 99):
         for step in (epoch * steps_per_epoch, (epoch + 1) * steps_per_epoch - 1):
             expected = 0.1 * 0.1 ** (epoch // 30)  # the official adjust_learning_rate
@@ -111,7 +124,9 @@ def test_cosine_schedule_with_warmup_at_given_epochs():
             expected = peak * 0.5 * (1 + np.cos(np.pi * progress))
         np.testing.assert_allclose(float(schedule(step)), expected, rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="shorter than the run"):
-        make_schedule("cosine", peak_learning_rate=0.1, steps_per_epoch=1, epochs=2, warmup_epochs=2)
+        make_schedule(
+            "cosine", peak_learning_rate=0.1, steps_per_epoch=1, epochs=2, warmup_epochs=2
+        )
     with pytest.raises(ValueError, match="Unknown schedule"):
         make_schedule("linear", peak_learning_rate=0.1, steps_per_epoch=1, epochs=2)
 
@@ -134,18 +149,29 @@ def test_config_resolution_and_validation():
     paper = TrainConfig(dataset="imagenet2012", batch_size=512).resolved(accelerator=True)
     assert paper.recipe == "paper" and paper.epochs == 100 and paper.schedule == "step"
     assert paper.lr_milestones == [30, 60, 90] and paper.weight_decay == 1e-4
-    assert paper.decay_all_parameters and paper.label_smoothing == 0 and paper.mixed_precision == "none"
+    assert (
+        paper.decay_all_parameters
+        and paper.label_smoothing == 0
+        and paper.mixed_precision == "none"
+    )
     assert paper.image_size == 224 and paper.peak_learning_rate == pytest.approx(0.2)
 
     fast = TrainConfig(dataset="imagenet2012", recipe="fast").resolved(accelerator=True)
     assert fast.schedule == "cosine" and fast.label_smoothing == 0.1
     assert not fast.decay_all_parameters and fast.mixed_precision == "bfloat16"
-    assert TrainConfig(dataset="imagenet2012", recipe="fast").resolved(accelerator=False).mixed_precision == "none"
+    assert (
+        TrainConfig(dataset="imagenet2012", recipe="fast")
+        .resolved(accelerator=False)
+        .mixed_precision
+        == "none"
+    )
 
     demo = TrainConfig(epochs=3).resolved(accelerator=False)
     assert demo.recipe == "fast" and demo.epochs == 3 and demo.image_size == 40
 
-    overridden = TrainConfig(dataset="imagenet2012", weight_decay=0.0, lr=0.4).resolved(accelerator=False)
+    overridden = TrainConfig(dataset="imagenet2012", weight_decay=0.0, lr=0.4).resolved(
+        accelerator=False
+    )
     assert overridden.weight_decay == 0.0 and overridden.lr == 0.4
     assert set(RECIPES["paper"]) <= {f.name for f in dataclasses.fields(TrainConfig)}
 

@@ -53,9 +53,12 @@ def test_kill_while_the_backup_is_written_resumes_from_the_previous_one(tmp_path
     rows = read_metrics(str(out / "metrics.csv"))
     assert [row["epoch"] for row in rows] == [0, 1, 2]  # epoch 2 redone, logged once
     # The optimizer state is the one after epoch 1: the schedule goes on from step 3.
-    schedule = make_schedule("cosine", peak_learning_rate=0.5 * 16 / 256, steps_per_epoch=3, epochs=3)
-    np.testing.assert_allclose([row["learning_rate"] for row in rows],
-                               [float(schedule(s)) for s in (0, 3, 6)], rtol=1e-5)
+    schedule = make_schedule(
+        "cosine", peak_learning_rate=0.5 * 16 / 256, steps_per_epoch=3, epochs=3
+    )
+    np.testing.assert_allclose(
+        [row["learning_rate"] for row in rows], [float(schedule(s)) for s in (0, 3, 6)], rtol=1e-5
+    )
     assert result.last["epoch"] == 3
     assert (out / "metrics.csv").read_text().count("epoch,") == 1
     assert not _partial_files(out)

@@ -31,13 +31,26 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_train_on_demo_writes_every_output(tmp_path):
     # validation_steps=None: the whole validation split, in every epoch.
-    config = tiny_config(tmp_path / "run", recipe="fast", lr=0.8, warmup_epochs=0.5,
-                         validation_steps=None, batch_size=40)
+    config = tiny_config(
+        tmp_path / "run",
+        recipe="fast",
+        lr=0.8,
+        warmup_epochs=0.5,
+        validation_steps=None,
+        batch_size=40,
+    )
     result = train(config, model_fn=tiny_model)
 
     out = tmp_path / "run"
-    for name in ("config.json", "metrics.csv", "curves.png", "model.keras", "results.json",
-                 "checkpoints/best.keras", "checkpoints/last.keras"):
+    for name in (
+        "config.json",
+        "metrics.csv",
+        "curves.png",
+        "model.keras",
+        "results.json",
+        "checkpoints/best.keras",
+        "checkpoints/last.keras",
+    ):
         assert (out / name).is_file(), name
     for split in ("train", "validation"):
         assert list((out / "tensorboard" / split).glob("events.out.tfevents.*")), split
@@ -53,9 +66,12 @@ def test_train_on_demo_writes_every_output(tmp_path):
     for key in ("loss", "top1", "top5", "val_loss", "val_top1", "val_top5", "learning_rate"):
         assert all(np.isfinite(row[key]) for row in rows), key
     # Rate of each epoch's first step, from the cosine schedule over iterations.
-    schedule = make_schedule("cosine", peak_learning_rate=0.125, steps_per_epoch=3, epochs=2, warmup_epochs=0.5)
-    np.testing.assert_allclose([row["learning_rate"] for row in rows],
-                               [float(schedule(0)), float(schedule(3))], rtol=1e-5)
+    schedule = make_schedule(
+        "cosine", peak_learning_rate=0.125, steps_per_epoch=3, epochs=2, warmup_epochs=0.5
+    )
+    np.testing.assert_allclose(
+        [row["learning_rate"] for row in rows], [float(schedule(0)), float(schedule(3))], rtol=1e-5
+    )
 
     results = json.loads((out / "results.json").read_text())
     best_row = max(rows, key=lambda row: row["val_top1"])
@@ -67,8 +83,12 @@ def test_train_on_demo_writes_every_output(tmp_path):
     # The saved model reloads without running code and predicts as the trained one.
     reloaded = keras.saving.load_model(str(out / "model.keras"), safe_mode=True)
     batch = np.random.default_rng(0).standard_normal((2, SIZE, SIZE, 3)).astype("float32")
-    np.testing.assert_allclose(reloaded.predict(batch, verbose=0), result.model.predict(batch, verbose=0),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        reloaded.predict(batch, verbose=0),
+        result.model.predict(batch, verbose=0),
+        rtol=1e-5,
+        atol=1e-6,
+    )
     assert type(reloaded.optimizer).__name__ == "SGDWithL2"
     # Optimizer state is saved too (what resuming relies on): 2 epochs x 3 steps.
     assert int(keras.ops.convert_to_numpy(reloaded.optimizer.iterations)) == 6
@@ -98,7 +118,9 @@ def test_evaluate_matches_numpy_on_a_tiny_split():
 
 
 def test_non_finite_loss_stops_with_a_clear_message(tmp_path):
-    config = tiny_config(tmp_path / "nan", recipe="paper", lr=1e30, epochs=1, steps_per_epoch=6, warmup_epochs=0)
+    config = tiny_config(
+        tmp_path / "nan", recipe="paper", lr=1e30, epochs=1, steps_per_epoch=6, warmup_epochs=0
+    )
     with pytest.raises(NonFiniteLossError, match=r"loss became (nan|inf) at epoch 1, batch \d"):
         train(config, model_fn=tiny_model)
     assert not (tmp_path / "nan" / "checkpoints" / "last.keras").exists()
@@ -150,19 +172,26 @@ def test_resume_after_kill_continues_from_last_finished_epoch(tmp_path):
     script.write_text(_RESUME_SCRIPT.format(root=ROOT))
     out = str(tmp_path / "run")
     env = subprocess_env(BACKEND)
-    killed = subprocess.run([sys.executable, str(script), out, "kill"], env=env, capture_output=True, text=True)
+    killed = subprocess.run(
+        [sys.executable, str(script), out, "kill"], env=env, capture_output=True, text=True
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert [row["epoch"] for row in read_metrics(os.path.join(out, "metrics.csv"))] == [0]
     assert os.path.exists(os.path.join(out, "backup"))
 
-    resumed = subprocess.run([sys.executable, str(script), out, "run"], env=env, capture_output=True, text=True)
+    resumed = subprocess.run(
+        [sys.executable, str(script), out, "run"], env=env, capture_output=True, text=True
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     rows = read_metrics(os.path.join(out, "metrics.csv"))
     assert [row["epoch"] for row in rows] == [0, 1, 2]  # each epoch once
     # The optimizer's iteration count survived the kill: the cosine schedule goes on.
-    schedule = make_schedule("cosine", peak_learning_rate=0.5 * 16 / 256, steps_per_epoch=4, epochs=3)
-    np.testing.assert_allclose([row["learning_rate"] for row in rows],
-                               [float(schedule(s)) for s in (0, 4, 8)], rtol=1e-5)
+    schedule = make_schedule(
+        "cosine", peak_learning_rate=0.5 * 16 / 256, steps_per_epoch=4, epochs=3
+    )
+    np.testing.assert_allclose(
+        [row["learning_rate"] for row in rows], [float(schedule(s)) for s in (0, 4, 8)], rtol=1e-5
+    )
     results = json.loads(open(os.path.join(out, "results.json")).read())
     assert results["finished"] and results["epochs"] == 3
 
@@ -174,7 +203,8 @@ _DATA_PARALLEL_SCRIPT = textwrap.dedent(
     if os.environ["KERAS_BACKEND"] == "tensorflow":
         import tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        logical = [tf.config.LogicalDeviceConfiguration()] * 2
+        tf.config.set_logical_device_configuration(cpu, logical)
     from functools import partial
     from tests.helpers import tiny_model, tiny_config
     from keras_sge.training import train
@@ -196,13 +226,19 @@ _DATA_PARALLEL_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.skipif(BACKEND == "torch", reason="torch trains on one device (no Keras data parallelism)")
+@pytest.mark.skipif(
+    BACKEND == "torch", reason="torch trains on one device (no Keras data parallelism)"
+)
 def test_data_parallel_on_two_cpu_devices_matches_one_device(tmp_path):
     script = tmp_path / "dp.py"
     script.write_text(_DATA_PARALLEL_SCRIPT.format(root=ROOT))
     env = subprocess_env(BACKEND)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
-    done = subprocess.run([sys.executable, str(script), str(tmp_path)], env=env, capture_output=True, text=True)
+    env["XLA_FLAGS"] = (
+        env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+    ).strip()
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], env=env, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     histories = json.loads(done.stdout.split("RESULT")[-1])
     one, two = histories["1"], histories["2"]

@@ -57,8 +57,16 @@ def test_gates_and_norms_match_reference(rng, data_format):
     x2 = np.tanh(y1)
     y2 = sge_reference(x2, g2, b2, GROUPS, data_format=data_format)
     expected = {
-        "stem_sge": (images, y1, sge_reference(images, g1, b1, GROUPS, data_format=data_format, return_gate=True)),
-        "head_sge": (x2, y2, sge_reference(x2, g2, b2, GROUPS, data_format=data_format, return_gate=True)),
+        "stem_sge": (
+            images,
+            y1,
+            sge_reference(images, g1, b1, GROUPS, data_format=data_format, return_gate=True),
+        ),
+        "head_sge": (
+            x2,
+            y2,
+            sge_reference(x2, g2, b2, GROUPS, data_format=data_format, return_gate=True),
+        ),
     }
     for name, (x, y, gate) in expected.items():
         result = results[name]
@@ -70,7 +78,9 @@ def test_gates_and_norms_match_reference(rng, data_format):
         x, y = _nhwc(x, data_format), _nhwc(y, data_format)
         np.testing.assert_allclose(result.features_before, x, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(result.norm_before, np.linalg.norm(x, axis=-1), rtol=1e-5)
-        np.testing.assert_allclose(result.norm_after, np.linalg.norm(y, axis=-1), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(
+            result.norm_after, np.linalg.norm(y, axis=-1), rtol=1e-4, atol=1e-6
+        )
     # The model is left as it was.
     assert len(model.layers) == 5
     np.testing.assert_array_equal(ops.convert_to_numpy(model(images)), before_predict)
@@ -127,7 +137,9 @@ def test_stage_selection_and_errors(rng):
 
 
 def test_activation_statistics_match_numpy(rng):
-    model, (g1, b1), (g2, b2) = _two_sge_model(rng, "channels_last", ("layer1_0_sge", "layer1_1_sge"))
+    model, (g1, b1), (g2, b2) = _two_sge_model(
+        rng, "channels_last", ("layer1_0_sge", "layer1_1_sge")
+    )
     batches = [rng.normal(size=(3, 5, 6, 16)).astype("float32") * s for s in (1.0, 3.0, 0.5)]
     labels = np.zeros(3, "int32")
     stats = vis.activation_statistics(model, [(b, labels) for b in batches], "layer1", max_images=7)
@@ -182,13 +194,26 @@ def test_plots_are_written(rng, tmp_path):
     gate = rng.uniform(0.2, 0.9, size=(3, 4, 4, 8)).astype("float32")
     gate[1, :2, :2, 5] = 0.01  # group 5 varies most in image 1
     assert vis.most_varied_groups(gate[1], 2)[0] == 5
-    result = vis.GateResult("layer4_2_sge", 8, gate, rng.uniform(size=(3, 4, 4)), rng.uniform(size=(3, 4, 4)))
-    path = vis.plot_attention_maps(images, result, str(tmp_path / "maps" / "gates.png"), num_groups=2, max_images=2, captions=["a", "b", "c"])
+    result = vis.GateResult(
+        "layer4_2_sge", 8, gate, rng.uniform(size=(3, 4, 4)), rng.uniform(size=(3, 4, 4))
+    )
+    path = vis.plot_attention_maps(
+        images,
+        result,
+        str(tmp_path / "maps" / "gates.png"),
+        num_groups=2,
+        max_images=2,
+        captions=["a", "b", "c"],
+    )
     assert _png_size(path)[0] == "PNG"
 
     stats = vis.ActivationStatistics(
-        ["layer4_0_sge", "layer4_1_sge"], rng.uniform(1, 2, (2, 8)), rng.uniform(0.2, 1, (2, 8)),
-        rng.uniform(0.5, 0.8, (2, 8)), rng.uniform(0.9, 1.5, (2, 8)), 12,
+        ["layer4_0_sge", "layer4_1_sge"],
+        rng.uniform(1, 2, (2, 8)),
+        rng.uniform(0.2, 1, (2, 8)),
+        rng.uniform(0.5, 0.8, (2, 8)),
+        rng.uniform(0.9, 1.5, (2, 8)),
+        12,
     )
     one = vis.plot_activation_statistics(stats, str(tmp_path / "stats.png"))
     two = vis.plot_activation_statistics({"SGE": stats, "other": stats}, str(tmp_path / "both.png"))
@@ -204,7 +229,8 @@ def test_builder_gates_every_stage(rng):
     from keras_sge.applications import SGEResNet50
 
     model = SGEResNet50(
-        input_shape=(64, 64, 3), classes=4,
+        input_shape=(64, 64, 3),
+        classes=4,
         sge_options={"gamma_initializer": keras.initializers.RandomNormal(stddev=2.0, seed=1)},
     )
     names = vis.find_sge_layers(model)

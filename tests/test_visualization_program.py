@@ -11,6 +11,7 @@ from PIL import Image
 from keras_sge.layers import SpatialGroupEnhance
 from tests.helpers import BACKEND, load_program
 
+
 def _program():
     return load_program("visualize")
 
@@ -39,7 +40,10 @@ def test_program_on_image_files(tmp_path, rng):
         Image.fromarray(rng.integers(0, 256, size=size + (3,)).astype("uint8")).save(file)
         files.append(str(file))
     out = tmp_path / "vis"
-    paths = _program().main(files + ["--model", str(tmp_path / "tiny.keras"), "--output-dir", str(out), "--num-groups", "2"])
+    paths = _program().main(
+        files
+        + ["--model", str(tmp_path / "tiny.keras"), "--output-dir", str(out), "--num-groups", "2"]
+    )
     assert set(paths) == {"attention_maps", "activation_statistics", "statistics_json"}
     for key in ("attention_maps", "activation_statistics"):
         assert os.path.getsize(paths[key]) > 1000
@@ -59,15 +63,28 @@ def test_program_rejects_bad_models(tmp_path):
         program.main(["--model", str(tmp_path / "missing.keras")])
 
 
-@pytest.mark.skipif(BACKEND != "torch", reason="program glue over the demo data; run once, in the torch pass")
+@pytest.mark.skipif(
+    BACKEND != "torch", reason="program glue over the demo data; run once, in the torch pass"
+)
 def test_program_on_demo_images(tmp_path):
     # The demo data is generated once into its default cache and reused.
     _small_model(str(tmp_path / "tiny.keras"))
-    paths = _program().main([
-        "--model", str(tmp_path / "tiny.keras"), "--output-dir", str(tmp_path / "vis"),
-        "--num-images", "3", "--statistics-images", "20", "--stage", "layer1",
-        "--shuffle-buffer", "24",
-    ])
+    paths = _program().main(
+        [
+            "--model",
+            str(tmp_path / "tiny.keras"),
+            "--output-dir",
+            str(tmp_path / "vis"),
+            "--num-images",
+            "3",
+            "--statistics-images",
+            "20",
+            "--stage",
+            "layer1",
+            "--shuffle-buffer",
+            "24",
+        ]
+    )
     with open(paths["statistics_json"]) as f:
         stats = json.load(f)
     assert stats["layer_names"] == ["layer1_0_sge"] and stats["num_images"] == 20

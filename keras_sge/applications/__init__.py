@@ -5,7 +5,6 @@ from keras_sge.applications.imagenet import decode_predictions, imagenet_classes
 from keras_sge.applications.loading import create_model
 from keras_sge.applications.preprocessing import preprocess_input
 from keras_sge.applications.registry import MODELS, ModelSpec, model_spec
-from keras_sge.applications.transfer import TransferReport, transfer_weights
 from keras_sge.applications.resnet import (
     ResNet18,
     ResNet34,
@@ -19,6 +18,7 @@ from keras_sge.applications.resnet import (
     load_weights,
     pyramid_outputs,
 )
+from keras_sge.applications.transfer import TransferReport, transfer_weights
 
 __all__ = [
     "MODELS",

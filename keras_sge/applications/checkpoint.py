@@ -40,8 +40,10 @@ def read_state_dict(path) -> dict:
 
     if isinstance(content, dict) and isinstance(content.get("state_dict"), dict):
         content = content["state_dict"]
-    if not isinstance(content, dict) or not content or not all(
-        isinstance(value, torch.Tensor) for value in content.values()
+    if (
+        not isinstance(content, dict)
+        or not content
+        or not all(isinstance(value, torch.Tensor) for value in content.values())
     ):
         raise ValueError(
             f"{path!r} holds neither a state_dict (a dict of tensors) nor a "
@@ -52,7 +54,7 @@ def read_state_dict(path) -> dict:
     state = {}
     for key, tensor in content.items():
         if key.startswith(_MODULE_PREFIX):
-            key = key[len(_MODULE_PREFIX):]
+            key = key[len(_MODULE_PREFIX) :]
         if key.endswith("num_batches_tracked"):
             continue
         state[key] = tensor.detach().to(torch.float32).numpy()
@@ -202,9 +204,7 @@ def plan_pytorch_load(
         if missing:
             parts.append(_listing("Missing keys (in the model, not in the file)", missing))
         if unexpected:
-            parts.append(
-                _listing("Unexpected keys (in the file, not in the model)", unexpected)
-            )
+            parts.append(_listing("Unexpected keys (in the file, not in the model)", unexpected))
         if mismatched:
             parts.append(
                 _listing(

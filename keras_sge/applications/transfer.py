@@ -38,7 +38,9 @@ class TransferReport:
         """A few human-readable lines: counts and the new/skipped layers."""
         lines = [f"Weights from {self.source}:", f"  loaded: {len(self.loaded)} layers"]
         for title, names in (("new (initialised)", self.new), ("skipped", self.skipped)):
-            shown = ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
+            shown = ", ".join(names[:12]) + (
+                f", ... ({len(names)} in all)" if len(names) > 12 else ""
+            )
             lines.append(f"  {title}: {len(names)} layers" + (f": {shown}" if names else ""))
         return "\n".join(lines)
 
@@ -79,7 +81,7 @@ def _architecture(model) -> tuple[int, bool]:
     kind = "bottleneck" if "layer1_0_conv3" in names else "basic"
     for depth, architecture in resnet._ARCHITECTURES.items():
         if architecture == (kind, tuple(blocks[s] for s in (1, 2, 3, 4))):
-            attention = any(isinstance(l, SpatialGroupEnhance) for l in model.layers)
+            attention = any(isinstance(layer, SpatialGroupEnhance) for layer in model.layers)
             return depth, attention
     raise ValueError(
         f"Model {model.name!r} is not a ResNet built by keras_sge.applications "
@@ -126,7 +128,7 @@ def _twin_for_weights_file(model, path):
 def _from_keras(model, source, path, allow_new_head, allow_missing_sge) -> TransferReport:
     ours = {layer.name: layer for layer in model.layers if layer.weights}
     theirs = {layer.name: layer for layer in source.layers if layer.weights}
-    source_sge = any(isinstance(l, SpatialGroupEnhance) for l in theirs.values())
+    source_sge = any(isinstance(layer, SpatialGroupEnhance) for layer in theirs.values())
     new, skipped, problems = [], [], []
     head_differs = HEAD_LAYER in ours and (
         HEAD_LAYER not in theirs

@@ -94,7 +94,10 @@ def _shape_polygons(name: str, radius: float):
     if name == "triangle":
         r *= 1.2  # an inscribed triangle is small: match the other areas
         return [
-            [(r * math.cos(a), r * math.sin(a)) for a in (-math.pi / 2, math.pi / 6, 5 * math.pi / 6)]
+            [
+                (r * math.cos(a), r * math.sin(a))
+                for a in (-math.pi / 2, math.pi / 6, 5 * math.pi / 6)
+            ]
         ]
     if name == "cross":
         t = r * 0.3
@@ -192,9 +195,7 @@ def prepare_demo(
                 f"class), got {value!r}."
             )
     root = os.fspath(data_dir) if data_dir is not None else default_data_dir()
-    folder = os.path.join(
-        root, f"demo-v{DEMO_VERSION}-seed{seed}-{num_train}-{num_validation}"
-    )
+    folder = os.path.join(root, f"demo-v{DEMO_VERSION}-seed{seed}-{num_train}-{num_validation}")
     if os.path.exists(os.path.join(folder, _COMPLETE_MARKER)):
         return folder
     os.makedirs(root, exist_ok=True)
@@ -257,9 +258,7 @@ def load_demo(
     >>> model.fit(train, validation_data=load_demo("validation", batch_size=32, image_size=64))
     """
     if split not in ("train", "validation", "val"):
-        raise ValueError(
-            f"The demo dataset has splits 'train' and 'validation', got {split!r}."
-        )
+        raise ValueError(f"The demo dataset has splits 'train' and 'validation', got {split!r}.")
     folder = prepare_demo(
         data_dir, num_train=num_train, num_validation=num_validation, seed=demo_seed
     )

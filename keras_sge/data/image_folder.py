@@ -256,8 +256,7 @@ def load_image_folder(
             )
         if split not in ("train", "validation"):
             raise ValueError(
-                "With validation_fraction, split must be 'train' or 'validation', "
-                f"got {split!r}."
+                f"With validation_fraction, split must be 'train' or 'validation', got {split!r}."
             )
         root = _split_directory(directory, "train") or directory
         paths, labels, class_names = list_class_folder(root)

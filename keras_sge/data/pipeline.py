@@ -219,20 +219,20 @@ def build_dataset(
     data_format = preprocessing.standardize_data_format(None)
     deterministic = (not training) or seed is not None
     if training:
-        sources = sources.shuffle(
-            shuffle_buffer_size, seed=seed, reshuffle_each_iteration=True
-        )
+        sources = sources.shuffle(shuffle_buffer_size, seed=seed, reshuffle_each_iteration=True)
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
     else:
         seeds = tf.data.Dataset.from_tensors(tf.zeros([2], tf.int64)).repeat()
     ds = tf.data.Dataset.zip(sources, seeds)
 
     if training:
+
         def preprocess(image_bytes, label, example_seed):
             return preprocessing.preprocess_for_train(
                 image_bytes, image_size, seed=example_seed, min_crop_area=min_crop_area
             ), tf.cast(label, tf.int32)
     else:
+
         def preprocess(image_bytes, label, example_seed):
             del example_seed
             return preprocessing.preprocess_for_eval(image_bytes, image_size), tf.cast(
@@ -262,9 +262,7 @@ def build_dataset(
         ds = ds.ignore_errors(log_warning=True)
     else:
         ds = ds.map(
-            _graph_function(
-                lambda item, example_seed: preprocess(item[0], item[1], example_seed)
-            ),
+            _graph_function(lambda item, example_seed: preprocess(item[0], item[1], example_seed)),
             num_parallel_calls=AUTOTUNE,
             deterministic=deterministic,
         )

@@ -57,9 +57,7 @@ def decode_image(image_bytes: tf.Tensor) -> tf.Tensor:
     """
     image = tf.cond(
         tf.io.is_jpeg(image_bytes),
-        lambda: tf.io.decode_jpeg(
-            image_bytes, channels=3, dct_method=JPEG_DCT_METHOD
-        ),
+        lambda: tf.io.decode_jpeg(image_bytes, channels=3, dct_method=JPEG_DCT_METHOD),
         lambda: _decode_any(image_bytes),
     )
     image.set_shape([None, None, 3])
@@ -67,9 +65,7 @@ def decode_image(image_bytes: tf.Tensor) -> tf.Tensor:
 
 
 def _decode_any(image_bytes: tf.Tensor) -> tf.Tensor:
-    image = tf.io.decode_image(
-        image_bytes, channels=3, dtype=tf.uint8, expand_animations=False
-    )
+    image = tf.io.decode_image(image_bytes, channels=3, dtype=tf.uint8, expand_animations=False)
     image.set_shape([None, None, 3])
     return image
 
@@ -113,9 +109,7 @@ def random_crop_window(
     )
     sampled = tf.stack([begin[0], begin[1], size[0], size[1]])
     # The op returns the whole image when every attempt failed.
-    failed = tf.logical_and(
-        tf.equal(size[0], height), tf.equal(size[1], width)
-    )
+    failed = tf.logical_and(tf.equal(size[0], height), tf.equal(size[1], width))
     return tf.cond(failed, lambda: _fallback_window(height, width), lambda: sampled)
 
 
@@ -172,9 +166,7 @@ def preprocess_for_train(
     )
 
     def crop_jpeg():
-        window = random_crop_window(
-            _image_height_width(image_bytes), crop_seed, min_crop_area
-        )
+        window = random_crop_window(_image_height_width(image_bytes), crop_seed, min_crop_area)
         return tf.image.decode_and_crop_jpeg(
             image_bytes, window, channels=3, dct_method=JPEG_DCT_METHOD
         )
@@ -209,9 +201,7 @@ def _eval_geometry(height: tf.Tensor, width: tf.Tensor, image_size: int):
     new_size = tf.maximum(tf.stack([new_height, new_width]), image_size)
     # The scale tf.image.resize uses (float32 new / old, per axis).
     scale = tf.cast(new_size, tf.float32) / tf.cast(tf.stack([height, width]), tf.float32)
-    offset = tf.cast(
-        tf.round(tf.cast(new_size - image_size, tf.float32) / 2.0), tf.int32
-    )
+    offset = tf.cast(tf.round(tf.cast(new_size - image_size, tf.float32) / 2.0), tf.int32)
     return scale, offset
 
 
@@ -223,8 +213,7 @@ def _eval_window(height: tf.Tensor, width: tf.Tensor, image_size: int):
     margin = tf.cast(tf.math.ceil(1.0 / tf.minimum(scale, 1.0)), tf.int32) + 1
     start = tf.cast(tf.floor(tf.cast(offset, tf.float32) / scale), tf.int32) - margin
     stop = (
-        tf.cast(tf.math.ceil(tf.cast(offset + image_size, tf.float32) / scale), tf.int32)
-        + margin
+        tf.cast(tf.math.ceil(tf.cast(offset + image_size, tf.float32) / scale), tf.int32) + margin
     )
     limits = tf.stack([height, width])
     start = tf.clip_by_value(start, 0, limits)
@@ -335,7 +324,6 @@ def standardize_data_format(data_format: str | None) -> str:
     data_format = data_format or keras.config.image_data_format()
     if data_format not in ("channels_last", "channels_first"):
         raise ValueError(
-            "data_format must be 'channels_last' or 'channels_first', got "
-            f"{data_format!r}."
+            f"data_format must be 'channels_last' or 'channels_first', got {data_format!r}."
         )
     return data_format

@@ -73,9 +73,7 @@ def _load_from_builder(
         split = tfds.even_splits(split, n=shard_count, drop_remainder=training)[shard_index]
     # Known once the dataset is prepared; unknown for split-less metadata
     # (e.g. under tfds.testing.mock_data).
-    num_examples = (
-        builder.info.splits[split].num_examples if builder.info.splits else None
-    )
+    num_examples = builder.info.splits[split].num_examples if builder.info.splits else None
     sampled = sample_seed is not None and not training
     read_config = tfds.ReadConfig(
         shuffle_seed=sample_seed if sampled else seed,
@@ -227,9 +225,7 @@ def load_imagenet(
         wanted = _split_names(split)
         unknown = wanted - set(IMAGENET_ARCHIVES)
         if unknown:
-            raise ValueError(
-                f"ImageNet splits are 'train' and 'validation', got split={split!r}."
-            )
+            raise ValueError(f"ImageNet splits are 'train' and 'validation', got split={split!r}.")
         missing = [
             IMAGENET_ARCHIVES[s]
             for s in sorted(wanted)

@@ -21,7 +21,8 @@ from __future__ import annotations
 import functools
 import math
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import keras
 from keras import ops
@@ -58,7 +59,7 @@ def find(layer: keras.layers.Layer) -> Callable[[Any, Any], Any] | None:
     return jax_channels_last
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jax_on_cpu() -> bool:
     """Whether the backend is JAX, computing on the CPU."""
     if keras.backend.backend() != "jax":
@@ -112,9 +113,7 @@ def torch_channels_first(layer, inputs):
     def similarity(x, g):
         return ops.matmul(ops.swapaxes(g, 2, 3), x)
 
-    return layer._on_groups(
-        inputs, lambda x: _channels_first_by_matmul(layer, x, similarity)
-    )
+    return layer._on_groups(inputs, lambda x: _channels_first_by_matmul(layer, x, similarity))
 
 
 def _channels_first_by_matmul(layer, x, similarity):
@@ -122,9 +121,7 @@ def _channels_first_by_matmul(layer, x, similarity):
     positions, _ = layer._position_counts(x)
     g = layer._sum_over_positions(x) / positions  # (N, G, C/G, 1)
     s = ops.squeeze(similarity(x, g), 2)  # (N, G, H*W)
-    gate = layer._gate_from_similarity(
-        s, x, position_axis=2, parameter_shape=(layer.groups, 1)
-    )
+    gate = layer._gate_from_similarity(s, x, position_axis=2, parameter_shape=(layer.groups, 1))
     return x * ops.expand_dims(gate, 2)
 
 
@@ -168,9 +165,7 @@ def _jax_channels_last_groups(layer, x):
     positions, _ = layer._position_counts(x)
     g = layer._sum_over_positions(x) / positions
     s = _similarity(x, g)  # (N, H*W, G)
-    gate = layer._gate_from_similarity(
-        s, x, position_axis=1, parameter_shape=(layer.groups,)
-    )
+    gate = layer._gate_from_similarity(s, x, position_axis=1, parameter_shape=(layer.groups,))
     return _scale_channels(x, gate)
 
 
@@ -300,7 +295,7 @@ def _definition_compiled_with_xla(layer):
     return _XLA_DEFINITIONS[key]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tensorflow_cpu_only() -> bool:
     """Whether TensorFlow sees no device but CPUs."""
     import tensorflow as tf

@@ -128,14 +128,14 @@ def ablation_grid(
     if initialization:
         settings.append(
             AblationSetting(
-                f"groups={DEFAULT_GROUPS},init=1/0", model,
-                gamma_init="ones", beta_init="zeros",
+                f"groups={DEFAULT_GROUPS},init=1/0",
+                model,
+                gamma_init="ones",
+                beta_init="zeros",
             )
         )
     if normalization:
-        settings.append(
-            AblationSetting(f"groups={DEFAULT_GROUPS},no_norm", model, normalize=False)
-        )
+        settings.append(AblationSetting(f"groups={DEFAULT_GROUPS},no_norm", model, normalize=False))
     if not settings:
         raise ValueError("The ablation grid is empty: every kind of setting was left out.")
     return settings
@@ -248,7 +248,8 @@ def write_tables(rows: Sequence[dict], output_dir: str) -> tuple[str, str]:
         for row in rows:
             writer.writerow({key: row[key] for key in TABLE_COLUMNS})
     lines = [
-        "| setting | model | groups | init gamma/beta | normalize | params | best top-1 | best top-5 | best epoch | wall time (s) |",
+        "| setting | model | groups | init gamma/beta | normalize | params "
+        "| best top-1 | best top-5 | best epoch | wall time (s) |",
         "|---|---|---:|---|---|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
@@ -292,7 +293,8 @@ def plot_ablation(rows: Sequence[dict], path: str) -> str:
     values = [100 * r["best_val_top1"] for r in rows]
     colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     bars = axes[0].barh(
-        range(len(rows)), values,
+        range(len(rows)),
+        values,
         color=[colours[1] if r["setting"] == "no_sge" else colours[0] for r in rows],
     )
     axes[0].bar_label(bars, fmt="%.2f", fontsize=8, padding=2)

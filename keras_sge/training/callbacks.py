@@ -99,7 +99,11 @@ def keep_epochs_before(csv_path: str, epoch: int) -> None:
     if not lines:
         return
     header, rows = lines[0], lines[1:]
-    kept = [row for row in rows if _is_number(row.split(",")[0]) and int(float(row.split(",")[0])) < epoch]
+    kept = [
+        row
+        for row in rows
+        if _is_number(row.split(",")[0]) and int(float(row.split(",")[0])) < epoch
+    ]
     if len(kept) != len(rows):
         write_text_atomically(csv_path, "".join([header] + kept))
 

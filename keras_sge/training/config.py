@@ -178,7 +178,7 @@ class TrainConfig:
     freeze_backbone_epochs: int | None = None
     backbone_lr_multiplier: float | None = None
 
-    def resolved(self, *, accelerator: bool) -> "TrainConfig":
+    def resolved(self, *, accelerator: bool) -> TrainConfig:
         """Returns a copy with every `None` recipe field filled in and checked.
 
         Args:
@@ -247,16 +247,29 @@ class TrainConfig:
         for key, value in positive.items():
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{key}` must be a positive integer. Received: {value!r}")
-        for key in ("lr", "momentum", "weight_decay", "label_smoothing", "lr_decay_factor", "warmup_epochs"):
+        for key in (
+            "lr",
+            "momentum",
+            "weight_decay",
+            "label_smoothing",
+            "lr_decay_factor",
+            "warmup_epochs",
+        ):
             value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+            ):
                 raise ValueError(f"`{key}` must be a finite number. Received: {value!r}")
         if self.lr <= 0:
             raise ValueError(f"`lr` must be > 0. Received: {self.lr}")
         if self.weight_decay < 0:
             raise ValueError(f"`weight_decay` must be >= 0. Received: {self.weight_decay}")
         if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"`label_smoothing` must be in [0, 1). Received: {self.label_smoothing}")
+            raise ValueError(
+                f"`label_smoothing` must be in [0, 1). Received: {self.label_smoothing}"
+            )
         if self.weights is None and (
             self.freeze_backbone_epochs or self.backbone_lr_multiplier != 1.0
         ):
@@ -273,8 +286,7 @@ class TrainConfig:
             )
         if not self.backbone_lr_multiplier >= 0:
             raise ValueError(
-                "`backbone_lr_multiplier` must be >= 0. "
-                f"Received: {self.backbone_lr_multiplier}"
+                f"`backbone_lr_multiplier` must be >= 0. Received: {self.backbone_lr_multiplier}"
             )
         if self.warmup_epochs < 0 or self.warmup_epochs >= self.epochs:
             raise ValueError(
@@ -291,7 +303,7 @@ class TrainConfig:
         """The configuration as indented JSON."""
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
-    def differences(self, other: "TrainConfig") -> dict[str, tuple[Any, Any]]:
+    def differences(self, other: TrainConfig) -> dict[str, tuple[Any, Any]]:
         """Fields (other than output_dir/verbose/overwrite) that differ from `other`."""
         mine, theirs = dataclasses.asdict(self), dataclasses.asdict(other)
         return {

@@ -64,7 +64,8 @@ def _tf_cluster_from_environment() -> tuple[int, int]:
     if not text:
         raise ValueError(
             "Multi-worker training on TensorFlow reads the cluster from the TF_CONFIG "
-            f"environment variable, which is not set. Set it on every host, e.g. {_TF_CONFIG_EXAMPLE}."
+            "environment variable, which is not set. Set it on every host, e.g. "
+            f"{_TF_CONFIG_EXAMPLE}."
         )
     try:
         tf_config = json.loads(text)

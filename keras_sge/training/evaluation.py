@@ -10,6 +10,7 @@ import numpy as np
 from keras_sge.applications import MODELS, create_model
 from keras_sge.training.trainer import accuracy_metrics
 
+
 class IncompatibleModelError(ValueError):
     """Raised when a model cannot give meaningful numbers on a dataset."""
 
@@ -38,7 +39,6 @@ def check_model(model: keras.Model, num_classes: int | None = None) -> None:
                 f"The model {model.name!r} has non-finite values (NaN or inf) in "
                 f"{variable.path!r}: the file is damaged or comes from a diverged run."
             )
-
 
 
 def evaluate(
@@ -175,9 +175,7 @@ def evaluate_model_file(
     if network is None:
         channels_first = keras.config.image_data_format() == "channels_first"
         input_shape = (3, image_size, image_size) if channels_first else (image_size, image_size, 3)
-        network = create_model(
-            model, weights, input_shape=input_shape, classes=info.num_classes
-        )
+        network = create_model(model, weights, input_shape=input_shape, classes=info.num_classes)
     check_model(network, info.num_classes)
     measured = evaluate(network, images, steps=steps, verbose=verbose)
     extra = {} if steps is None else {"partial": True, "evaluated_batches": steps}

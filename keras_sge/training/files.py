@@ -43,8 +43,10 @@ def remove_partial_files(folder: str) -> list[str]:
         return []
     removed = []
     for entry in os.scandir(folder):
-        if entry.is_file() and entry.name.startswith(".") and (
-            ".partial" in entry.name or ".working" in entry.name
+        if (
+            entry.is_file()
+            and entry.name.startswith(".")
+            and (".partial" in entry.name or ".working" in entry.name)
         ):
             os.remove(entry.path)
             removed.append(entry.path)
@@ -198,6 +200,7 @@ def _backup_problem(weights: str, metadata: str) -> str | None:
         return f"{metadata} is missing"
     except (OSError, ValueError, KeyError, TypeError) as error:
         return f"{metadata} is unreadable ({type(error).__name__}: {error})"
+
     def read(name, item) -> None:
         if isinstance(item, h5py.Dataset):
             np.asarray(item[()])
@@ -310,8 +313,13 @@ def run_lock(path: str) -> Iterator[dict[str, Any]]:
         holder = _read_lock(path)
         if holder is None:
             # Empty or unreadable: left by a kill while it was written.
-            print(f"WARNING keras_sge.training: removing the unreadable lock file {path}.", file=sys.stderr)
-        elif holder.get("host") == mine["host"] and not _process_is_alive(int(holder.get("pid", -1))):
+            print(
+                f"WARNING keras_sge.training: removing the unreadable lock file {path}.",
+                file=sys.stderr,
+            )
+        elif holder.get("host") == mine["host"] and not _process_is_alive(
+            int(holder.get("pid", -1))
+        ):
             print(
                 f"WARNING keras_sge.training: taking over the lock {path} of process "
                 f"{holder.get('pid')}, which no longer runs (started {holder.get('started')}).",

@@ -44,7 +44,9 @@ class FineTuning:
             if layer.name in backbone:
                 layer.trainable = trainable
 
-    def fit(self, model: keras.Model, resume_epoch: int, *args, epochs: int, callbacks=(), **kwargs):
+    def fit(
+        self, model: keras.Model, resume_epoch: int, *args, epochs: int, callbacks=(), **kwargs
+    ):
         """`model.fit` in two phases: backbone frozen, then everything.
 
         Args:

@@ -38,9 +38,7 @@ class SparseCategoricalCrossentropyWithSmoothing(keras.losses.Loss):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         label_smoothing = float(label_smoothing)
         if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(
-                f"`label_smoothing` must be in [0, 1). Received: {label_smoothing}"
-            )
+            raise ValueError(f"`label_smoothing` must be in [0, 1). Received: {label_smoothing}")
         self.label_smoothing = label_smoothing
         self.from_logits = bool(from_logits)
 
@@ -56,7 +54,5 @@ class SparseCategoricalCrossentropyWithSmoothing(keras.losses.Loss):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {"label_smoothing": self.label_smoothing, "from_logits": self.from_logits}
-        )
+        config.update({"label_smoothing": self.label_smoothing, "from_logits": self.from_logits})
         return config

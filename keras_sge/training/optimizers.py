@@ -90,8 +90,7 @@ class SGDWithL2(keras.optimizers.Optimizer):
         super().build(variables)
         # One L2 factor per trainable variable, indexed like the momentum slots.
         self._l2_factors = [
-            self.l2 if (self.decay_vectors or len(v.shape) > 1) else 0.0
-            for v in variables
+            self.l2 if (self.decay_vectors or len(v.shape) > 1) else 0.0 for v in variables
         ]
         self._lr_factors = [self._lr_factor(v.path) for v in variables]
         self.momentums = []
@@ -118,7 +117,9 @@ class SGDWithL2(keras.optimizers.Optimizer):
         buffer = self.momentums[index]
         new_buffer = ops.add(ops.multiply(momentum, buffer), gradient)
         self.assign(buffer, new_buffer)
-        step = ops.add(gradient, ops.multiply(momentum, new_buffer)) if self.nesterov else new_buffer
+        step = (
+            ops.add(gradient, ops.multiply(momentum, new_buffer)) if self.nesterov else new_buffer
+        )
         self.assign_sub(variable, ops.multiply(learning_rate, step))
 
     def get_config(self):

@@ -18,7 +18,7 @@ from typing import Any
 import keras
 
 from keras_sge.applications.registry import model_spec
-from keras_sge.training import distribution
+from keras_sge.training import distribution, finetune
 from keras_sge.training.callbacks import (
     LearningRateLogger,
     StopOnNonFiniteLoss,
@@ -27,7 +27,6 @@ from keras_sge.training.callbacks import (
     plot_training_curves,
     read_metrics,
 )
-from keras_sge.training import finetune
 from keras_sge.training.config import TrainConfig
 from keras_sge.training.distribution import data_parallel, has_accelerator
 from keras_sge.training.files import (
@@ -269,7 +268,9 @@ def _prepare_output_dir(config: TrainConfig, paths: OutputPaths) -> int:
         saved.pop("derived", None)
         differences = config.differences(TrainConfig(**saved))
         if differences:
-            listed = ", ".join(f"{k}: {new!r} (saved: {old!r})" for k, (new, old) in differences.items())
+            listed = ", ".join(
+                f"{k}: {new!r} (saved: {old!r})" for k, (new, old) in differences.items()
+            )
             raise ValueError(
                 f"{paths.root} holds an unfinished run with another configuration "
                 f"({listed}). Rerun with the same settings to resume, or pass "
@@ -357,10 +358,11 @@ def train(
 
     Writes under `config.output_dir`: `config.json` (the resolved configuration
     and derived values), `metrics.csv` (one row per epoch, 0-based `epoch`),
-    `curves.png`, `tensorboard/` (when the `tensorboard` package is installed), `checkpoints/best.keras` (best validation
-    top-1) and `checkpoints/last.keras`, `backup/` (`BackupAndRestore`: calling
-    `train` again with the same configuration after an interruption resumes
-    from the last finished epoch; removed when the run ends), and at the end
+    `curves.png`, `tensorboard/` (when the `tensorboard` package is installed),
+    `checkpoints/best.keras` (best validation top-1) and `checkpoints/last.keras`,
+    `backup/` (`BackupAndRestore`: calling `train` again with the same
+    configuration after an interruption resumes from the last finished epoch;
+    removed when the run ends), and at the end
     `model.keras` and `results.json` (best and last validation top-1/top-5).
     Every file is replaced atomically (a kill or a full disk leaves the
     previous version), and `run.lock` keeps a second run out of the directory
@@ -409,9 +411,11 @@ def _train_in(
 ) -> TrainResult:
     """`train` in an output directory whose run lock this process holds (or its chief)."""
     resume_epoch = distribution.agree_across_workers(
-        lambda: _prepare_output_dir(config, paths)
-        if distribution.is_chief()
-        else _prepare_worker_backup(config, paths),
+        lambda: (
+            _prepare_output_dir(config, paths)
+            if distribution.is_chief()
+            else _prepare_worker_backup(config, paths)
+        ),
         "the epoch to resume from",
     )
     keras.utils.set_random_seed(config.seed)
@@ -513,7 +517,9 @@ def _train_in(
             ]
             if not distribution.is_chief():
                 all_callbacks = [c for c in all_callbacks if not isinstance(c, _CHIEF_CALLBACKS)]
-            fit = model.fit if tuning is None else functools.partial(tuning.fit, model, resume_epoch)
+            fit = (
+                model.fit if tuning is None else functools.partial(tuning.fit, model, resume_epoch)
+            )
             start = time.perf_counter()
             fitted = fit(
                 train_ds,

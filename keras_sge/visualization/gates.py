@@ -46,9 +46,7 @@ class GateResult:
 def _contains_sge(layer: keras.layers.Layer) -> bool:
     if isinstance(layer, SpatialGroupEnhance):
         return True
-    return isinstance(layer, keras.Model) and any(
-        _contains_sge(sub) for sub in layer.layers
-    )
+    return isinstance(layer, keras.Model) and any(_contains_sge(sub) for sub in layer.layers)
 
 
 def find_sge_layers(model: keras.Model, prefix: str = "") -> list[str]:
@@ -113,9 +111,7 @@ def select_sge_layers(model: keras.Model, stage: str | None = None) -> list[str]
     """
     names = find_sge_layers(model)
     if not names:
-        raise ValueError(
-            f"Model {model.name!r} contains no SpatialGroupEnhance layer."
-        )
+        raise ValueError(f"Model {model.name!r} contains no SpatialGroupEnhance layer.")
     if stage is None:
         stage = stage_of(names[-1])
     selected = [n for n in names if n == stage or stage_of(n) == stage]
@@ -166,9 +162,7 @@ class FeatureTaps:
     def __init__(self, model: keras.Model, layer_names: Sequence[str] | None = None):
         all_names = find_sge_layers(model)
         if not all_names:
-            raise ValueError(
-                f"Model {model.name!r} contains no SpatialGroupEnhance layer."
-            )
+            raise ValueError(f"Model {model.name!r} contains no SpatialGroupEnhance layer.")
         if layer_names is not None:
             unknown = [n for n in layer_names if n not in all_names]
             if unknown:

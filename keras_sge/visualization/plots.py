@@ -37,9 +37,7 @@ def denormalize_images(
     images = np.asarray(images, dtype="float32")
     data_format = data_format or keras.config.image_data_format()
     if images.ndim != 4:
-        raise ValueError(
-            f"Expected a batch of images of rank 4; received shape {images.shape}."
-        )
+        raise ValueError(f"Expected a batch of images of rank 4; received shape {images.shape}.")
     if data_format == "channels_first":
         images = np.transpose(images, (0, 2, 3, 1))
     if images.shape[-1] != len(mean):
@@ -135,16 +133,20 @@ def plot_attention_maps(
         backdrop = np.repeat(gray[row][..., None], 3, axis=-1)
         gate = result.gate[row]
         for column, group in enumerate(most_varied_groups(gate, num_groups), 1):
-            _overlay(
-                axes[row, column], backdrop, gate[..., group], f"gate, group {group}", "jet"
-            )
+            _overlay(axes[row, column], backdrop, gate[..., group], f"gate, group {group}", "jet")
         _overlay(
-            axes[row, num_groups + 1], backdrop, result.norm_before[row],
-            "norm before SGE", "magma",
+            axes[row, num_groups + 1],
+            backdrop,
+            result.norm_before[row],
+            "norm before SGE",
+            "magma",
         )
         _overlay(
-            axes[row, num_groups + 2], backdrop, result.norm_after[row],
-            "norm after SGE", "magma",
+            axes[row, num_groups + 2],
+            backdrop,
+            result.norm_after[row],
+            "norm after SGE",
+            "magma",
         )
     figure.suptitle(
         f"{result.layer_name}: gates of the most varied groups "
@@ -199,15 +201,23 @@ def plot_activation_statistics(
         before_colour = colours[(2 * index) % len(colours)]
         after_colour = colours[(2 * index + 1) % len(colours)]
         left.hist(
-            np.ravel(stats.variance_before), bins=edges, alpha=0.5,
-            color=before_colour, label=prefix + "before SGE",
+            np.ravel(stats.variance_before),
+            bins=edges,
+            alpha=0.5,
+            color=before_colour,
+            label=prefix + "before SGE",
         )
         left.hist(
-            np.ravel(stats.variance_after), bins=edges, alpha=0.5,
-            color=after_colour, label=prefix + "after SGE",
+            np.ravel(stats.variance_after),
+            bins=edges,
+            alpha=0.5,
+            color=after_colour,
+            label=prefix + "after SGE",
         )
         right.hist(
-            np.ravel(stats.contrast_gain), bins=bins, alpha=0.6,
+            np.ravel(stats.contrast_gain),
+            bins=bins,
+            alpha=0.6,
             color=after_colour,
             label=f"{prefix}median {np.median(stats.contrast_gain):.4f}",
         )

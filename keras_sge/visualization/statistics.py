@@ -131,12 +131,8 @@ def activation_statistics(
             mean_gate = result.gate.astype("float64").mean(axis=(1, 2))
             # A uniform gate c gives var(c x) = c**2 var(x).
             uniform = np.square(mean_gate) * before
-            gain = np.divide(
-                after, uniform, out=np.ones_like(after), where=uniform > 0
-            )
-            per_layer.append(
-                np.stack([before, after, mean_gate, gain]).sum(axis=1)
-            )
+            gain = np.divide(after, uniform, out=np.ones_like(after), where=uniform > 0)
+            per_layer.append(np.stack([before, after, mean_gate, gain]).sum(axis=1))
         batch_sums = np.stack(per_layer, axis=1)  # (4, layers, groups)
         sums = batch_sums if sums is None else sums + batch_sums
         num_images += len(images)

@@ -22,7 +22,7 @@ import warnings
 import keras
 
 from keras_sge.applications.preprocessing import IMAGENET_MEAN, IMAGENET_STD
-from keras_sge.layers import SpatialGroupEnhance
+from keras_sge.layers import SpatialGroupEnhance, check_groups
 
 _DEFAULT_SIZE = 224
 _MIN_SIZE = 32
@@ -101,14 +101,10 @@ def _block(x, kind, width, strides, project, prefix, data_format, sge_kwargs):
         x = _conv(x, width, 3, 1, f"{prefix}_conv2", data_format)
         x = _batch_norm(x, f"{prefix}_bn2", data_format)
     if sge_kwargs is not None:
-        x = SpatialGroupEnhance(
-            data_format=data_format, name=f"{prefix}_sge", **sge_kwargs
-        )(x)
+        x = SpatialGroupEnhance(data_format=data_format, name=f"{prefix}_sge", **sge_kwargs)(x)
     if project:
         out_channels = width * _EXPANSION[kind]
-        shortcut = _conv(
-            shortcut, out_channels, 1, strides, f"{prefix}_downsample_0", data_format
-        )
+        shortcut = _conv(shortcut, out_channels, 1, strides, f"{prefix}_downsample_0", data_format)
         shortcut = _batch_norm(shortcut, f"{prefix}_downsample_1", data_format)
     x = keras.layers.Add(name=f"{prefix}_add")([x, shortcut])
     return keras.layers.ReLU(name=f"{prefix}_out")(x)
@@ -188,27 +184,14 @@ def _weights_kind(weights) -> str | None:
             f"Received: weights={path!r}"
         )
     if not os.path.isfile(path):
-        raise ValueError(
-            f"The `weights` file does not exist. Received: weights={path!r}"
-        )
+        raise ValueError(f"The `weights` file does not exist. Received: weights={path!r}")
     return kind
 
 
 def _sge_kwargs(attention, groups, sge_options, stage_channels):
     if not attention:
         return None
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-        raise ValueError(
-            "`groups` must be a positive integer (the paper uses 64). "
-            f"Received: groups={groups!r}"
-        )
-    bad = [c for c in stage_channels if c % groups]
-    if bad:
-        raise ValueError(
-            f"`groups` must divide the channel count of every stage "
-            f"{tuple(stage_channels)}; {groups} does not divide {bad}. "
-            f"Received: groups={groups}"
-        )
+    check_groups(groups, stage_channels, where=" (the network's stages)")
     sge_options = {} if sge_options is None else sge_options
     if not isinstance(sge_options, dict):
         raise ValueError(
@@ -267,20 +250,13 @@ def build_resnet(
                 "If using `weights='imagenet'` with `include_top=True`, "
                 f"`classes` should be 1000. Received: classes={classes}"
             )
-        weights = pretrained.imagenet_weights_path(
-            f"{'sge_' if attention else ''}resnet{depth}"
-        )
+        weights = pretrained.imagenet_weights_path(f"{'sge_' if attention else ''}resnet{depth}")
     if pooling not in (None, "avg", "max"):
         raise ValueError(
-            "`pooling` must be one of None, 'avg' or 'max'. "
-            f"Received: pooling={pooling!r}"
+            f"`pooling` must be one of None, 'avg' or 'max'. Received: pooling={pooling!r}"
         )
-    if include_top and (
-        isinstance(classes, bool) or not isinstance(classes, int) or classes < 1
-    ):
-        raise ValueError(
-            f"`classes` must be a positive integer. Received: classes={classes!r}"
-        )
+    if include_top and (isinstance(classes, bool) or not isinstance(classes, int) or classes < 1):
+        raise ValueError(f"`classes` must be a positive integer. Received: classes={classes!r}")
     stage_channels = [w * expansion for w in _STAGE_WIDTHS]
     sge_kwargs = _sge_kwargs(attention, groups, sge_options, stage_channels)
     data_format = keras.config.image_data_format()
@@ -346,9 +322,7 @@ def build_resnet(
     elif pooling == "avg":
         x = keras.layers.GlobalAveragePooling2D(data_format=data_format, name="avgpool")(x)
     elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D(
-            data_format=data_format, name="global_maxpool"
-        )(x)
+        x = keras.layers.GlobalMaxPooling2D(data_format=data_format, name="global_maxpool")(x)
 
     if input_tensor is not None:
         model_inputs = keras.utils.get_source_inputs(input_tensor)
@@ -505,8 +479,18 @@ def SGEResNet18(
     include_preprocessing: bool = False,
 ) -> keras.Model:
     return build_resnet(
-        18, True, include_top, weights, input_tensor, input_shape, pooling,
-        classes, classifier_activation, name, groups, sge_options,
+        18,
+        True,
+        include_top,
+        weights,
+        input_tensor,
+        input_shape,
+        pooling,
+        classes,
+        classifier_activation,
+        name,
+        groups,
+        sge_options,
         include_preprocessing=include_preprocessing,
     )
 
@@ -523,8 +507,16 @@ def ResNet18(
     include_preprocessing: bool = False,
 ) -> keras.Model:
     return build_resnet(
-        18, False, include_top, weights, input_tensor, input_shape, pooling,
-        classes, classifier_activation, name,
+        18,
+        False,
+        include_top,
+        weights,
+        input_tensor,
+        input_shape,
+        pooling,
+        classes,
+        classifier_activation,
+        name,
         include_preprocessing=include_preprocessing,
     )
 
@@ -543,8 +535,18 @@ def SGEResNet34(
     include_preprocessing: bool = False,
 ) -> keras.Model:
     return build_resnet(
-        34, True, include_top, weights, input_tensor, input_shape, pooling,
-        classes, classifier_activation, name, groups, sge_options,
+        34,
+        True,
+        include_top,
+        weights,
+        input_tensor,
+        input_shape,
+        pooling,
+        classes,
+        classifier_activation,
+        name,
+        groups,
+        sge_options,
         include_preprocessing=include_preprocessing,
     )
 
@@ -561,8 +563,16 @@ def ResNet34(
     include_preprocessing: bool = False,
 ) -> keras.Model:
     return build_resnet(
-        34, False, include_top, weights, input_tensor, input_shape, pooling,
-        classes, classifier_activation, name,
+        34,
+        False,
+        include_top,
+        weights,
+        input_tensor,
+        input_shape,
+        pooling,
+        classes,
+        classifier_activation,
+        name,
         include_preprocessing=include_preprocessing,
     )
 
@@ -581,8 +591,18 @@ def SGEResNet50(
     include_preprocessing: bool = False,
 ) -> keras.Model:
     return build_resnet(
-        50, True, include_top, weights, input_tensor, input_shape, pooling,
-        classes, classifier_activation, name, groups, sge_options,
+        50,
+        True,
+        include_top,
+        weights,
+        input_tensor,
+        input_shape,
+        pooling,
+        classes,
+        classifier_activation,
+        name,
+        groups,
+        sge_options,
         include_preprocessing=include_preprocessing,
     )
 
@@ -599,8 +619,16 @@ def ResNet50(
     include_preprocessing: bool = False,
 ) -> keras.Model:
     return build_resnet(
-        50, False, include_top, weights, input_tensor, input_shape, pooling,
-        classes, classifier_activation, name,
+        50,
+        False,
+        include_top,
+        weights,
+        input_tensor,
+        input_shape,
+        pooling,
+        classes,
+        classifier_activation,
+        name,
         include_preprocessing=include_preprocessing,
     )
 
@@ -619,8 +647,18 @@ def SGEResNet101(
     include_preprocessing: bool = False,
 ) -> keras.Model:
     return build_resnet(
-        101, True, include_top, weights, input_tensor, input_shape, pooling,
-        classes, classifier_activation, name, groups, sge_options,
+        101,
+        True,
+        include_top,
+        weights,
+        input_tensor,
+        input_shape,
+        pooling,
+        classes,
+        classifier_activation,
+        name,
+        groups,
+        sge_options,
         include_preprocessing=include_preprocessing,
     )
 
@@ -637,8 +675,16 @@ def ResNet101(
     include_preprocessing: bool = False,
 ) -> keras.Model:
     return build_resnet(
-        101, False, include_top, weights, input_tensor, input_shape, pooling,
-        classes, classifier_activation, name,
+        101,
+        False,
+        include_top,
+        weights,
+        input_tensor,
+        input_shape,
+        pooling,
+        classes,
+        classifier_activation,
+        name,
         include_preprocessing=include_preprocessing,
     )
 

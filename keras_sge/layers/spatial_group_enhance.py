@@ -2,12 +2,53 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import keras
 from keras import constraints, initializers, ops, regularizers
 
 from keras_sge.layers import sge_backend_paths
 
 _DATA_FORMATS = ("channels_last", "channels_first")
+
+
+def check_groups(groups: int, channels: int | Sequence[int] = (), where: str = "") -> None:
+    """Checks an SGE group count, alone or against channel counts.
+
+    The one statement of the rule: `groups` is a positive integer that
+    divides every channel count the layer will see.
+
+    Args:
+        groups: The group count to check.
+        channels: A channel count, or several (e.g. every stage of a
+            network); none checks `groups` alone.
+        where: Text appended to the message (what the channels belong to).
+
+    Raises:
+        ValueError: naming the rule and the values received.
+
+    Example:
+
+    >>> check_groups(64, (256, 512, 1024, 2048))
+    >>> check_groups(48, 256)
+    Traceback (most recent call last):
+    ValueError: The number of channels (256) must be divisible by `groups` (48).
+    """
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(
+            f"`groups` must be a positive integer (the paper uses 64). Received: groups={groups!r}"
+        )
+    counts = (channels,) if isinstance(channels, int) else tuple(channels)
+    bad = [count for count in counts if count % groups]
+    if len(counts) == 1 and bad:
+        raise ValueError(
+            f"The number of channels ({counts[0]}) must be divisible by `groups` ({groups}){where}."
+        )
+    if bad:
+        raise ValueError(
+            f"`groups` must divide every channel count {counts}; {groups} does not divide "
+            f"{bad}{where}. Received: groups={groups}"
+        )
 
 
 @keras.saving.register_keras_serializable(package="keras_sge")
@@ -100,11 +141,7 @@ class SpatialGroupEnhance(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-            raise ValueError(
-                "`groups` must be a positive integer (the paper uses 64). "
-                f"Received: groups={groups!r}"
-            )
+        check_groups(groups)
         if not isinstance(epsilon, (int, float)) or not 0 <= epsilon < float("inf"):
             raise ValueError(
                 f"`epsilon` must be a finite number >= 0. Received: epsilon={epsilon!r}"
@@ -152,15 +189,12 @@ class SpatialGroupEnhance(keras.layers.Layer):
                 f"(data_format={self.data_format!r}), but the input shape is "
                 f"{input_shape}."
             )
-        if channels % self.groups != 0:
-            raise ValueError(
-                f"The number of channels ({channels}) must be divisible by "
-                f"`groups` ({self.groups}); input shape {input_shape}, "
-                f"data_format={self.data_format!r}."
-            )
-        self.input_spec = keras.layers.InputSpec(
-            ndim=4, axes={self._channel_axis: channels}
+        check_groups(
+            self.groups,
+            channels,
+            where=f"; input shape {input_shape}, data_format={self.data_format!r}",
         )
+        self.input_spec = keras.layers.InputSpec(ndim=4, axes={self._channel_axis: channels})
         self.gamma = self.add_weight(
             shape=(self.groups,),
             name="gamma",
@@ -261,9 +295,7 @@ class SpatialGroupEnhance(keras.layers.Layer):
 
     def _float32_parameters(self, shape):
         """gamma and beta in float32, reshaped to `shape`."""
-        return tuple(
-            ops.reshape(ops.cast(w, "float32"), shape) for w in (self.gamma, self.beta)
-        )
+        return tuple(ops.reshape(ops.cast(w, "float32"), shape) for w in (self.gamma, self.beta))
 
     def compute_gate(self, inputs):
         """Computes the attention gate `sigmoid(gamma * t + beta)`.
@@ -304,4 +336,3 @@ class SpatialGroupEnhance(keras.layers.Layer):
             }
         )
         return config
-

@@ -5,13 +5,20 @@ with the `KERAS_BACKEND` environment variable before importing Keras.
 
 `import keras_sge` loads the core only (`layers`, `applications`: Keras and
 NumPy), which also registers the layer for loading `.keras` files. `data`,
-`training` and `visualization` load on first use and need their extras
-(`pip install "keras-sge[train]"`, `"keras-sge[viz]"`).
+`training`, `visualization` and `detection` load on first use and need their
+extras (`pip install "keras-sge[train]"`, `"keras-sge[viz]"`,
+`"keras-sge[detection]"`).
 """
 
 __version__ = "0.2.0"
 
 from keras_sge import applications, layers  # noqa: E402,F401
-from keras_sge._lazy import lazy_exports  # noqa: E402
+from keras_sge._lazy import lazy_exports, register_deferred_class  # noqa: E402
 
-__getattr__, __dir__ = lazy_exports(__name__, {"data": "", "training": "", "visualization": ""})
+__getattr__, __dir__ = lazy_exports(
+    __name__, {"data": "", "training": "", "visualization": "", "detection": ""}
+)
+# Saved detectors load after `import keras_sge` without importing keras-hub here.
+register_deferred_class(
+    "keras_sge>SGEResNetBackbone", "keras_sge.detection.backbone", "SGEResNetBackbone"
+)

@@ -63,3 +63,29 @@ def lazy_exports(
         return sorted(set(namespace) | set(exports))
 
     return __getattr__, __dir__
+
+
+def register_deferred_class(registered_name: str, module: str, name: str) -> None:
+    """Lets Keras deserialize a class whose module is imported only when needed.
+
+    Keras finds custom classes by their registered name (e.g.
+    `"keras_sge>SGEResNetBackbone"`), which the class's decorator records
+    when its module is imported. This registers a stand-in under that name
+    whose `from_config` imports `module` (with its extra's check) and
+    hands over to the real class, so a `.keras` file that holds one loads
+    after `import keras_sge` alone, and the import happens only then. The
+    real class replaces the stand-in when its module is imported.
+
+    Args:
+        registered_name: `"package>ClassName"` as the class registers itself.
+        module: The module that defines the class.
+        name: The class name in `module`.
+    """
+    import keras
+
+    def from_config(cls, config):
+        real_class = getattr(importlib.import_module(module), name)
+        return real_class.from_config(config)
+
+    stand_in = type(name, (), {"from_config": classmethod(from_config)})
+    keras.saving.get_custom_objects().setdefault(registered_name, stand_in)

@@ -12,7 +12,7 @@ _LIGHT_IMPORT = """
 import json, sys
 import numpy as np
 import keras
-heavy = ("tensorflow", "matplotlib", "tensorflow_datasets", "PIL")
+heavy = ("tensorflow", "matplotlib", "tensorflow_datasets", "PIL", "keras_hub")
 # Keras imports matplotlib and Pillow itself when they are installed.
 before = {m for m in heavy if m in sys.modules}
 import keras_sge
@@ -62,6 +62,7 @@ def test_core_imports_neither_tensorflow_nor_matplotlib(tmp_path):
         ("matplotlib", "keras_sge.visualization", "viz"),
         ("tensorflow", "keras_sge.data", "data"),
         ("matplotlib", "keras_sge.training", "train"),
+        ("keras_hub", "keras_sge.detection", "detection"),
     ],
 )
 @pytest.mark.backend_independent

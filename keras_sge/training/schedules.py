@@ -15,15 +15,19 @@ class StepDecay(keras.optimizers.schedules.LearningRateSchedule):
     At optimizer iteration `step` (0-based) in epoch `e = step // steps_per_epoch`,
     the rate is `peak * factor ** (number of milestones <= e)`: the paper's
     `lr = 0.1 * 0.1 ** (epoch // 30)` for milestones (30, 60, 90). During the
-    first `warmup_steps` iterations it is multiplied by `step / warmup_steps`
-    (the same linear warmup as `keras.optimizers.schedules.CosineDecay`).
+    first `warmup_steps` iterations it is multiplied by a factor rising
+    linearly from `warmup_start_factor` at step 0 to 1 at `warmup_steps`
+    (from 0 by default: the linear warmup of
+    `keras.optimizers.schedules.CosineDecay`; mmdetection's detection recipes
+    start at 1/3).
 
     Args:
         peak_learning_rate: rate before the first milestone.
         steps_per_epoch: optimizer iterations per epoch.
         milestones: epochs at which the rate is multiplied by `factor`.
         factor: decay factor.
-        warmup_steps: iterations of linear warmup from 0.
+        warmup_steps: iterations of linear warmup.
+        warmup_start_factor: the warmup's factor at step 0, in [0, 1].
         name: schedule name.
 
     Example:
@@ -40,6 +44,7 @@ class StepDecay(keras.optimizers.schedules.LearningRateSchedule):
         factor: float = 0.1,
         warmup_steps: int = 0,
         name: str = "step_decay",
+        warmup_start_factor: float = 0.0,
     ):
         super().__init__()
         if steps_per_epoch < 1:
@@ -48,6 +53,11 @@ class StepDecay(keras.optimizers.schedules.LearningRateSchedule):
             raise ValueError(f"`milestones` must be increasing. Received: {milestones}")
         if warmup_steps < 0:
             raise ValueError(f"`warmup_steps` must be >= 0. Received: {warmup_steps}")
+        if not 0.0 <= warmup_start_factor <= 1.0:
+            raise ValueError(
+                f"`warmup_start_factor` must be in [0, 1]. Received: {warmup_start_factor}"
+            )
+        self.warmup_start_factor = float(warmup_start_factor)
         self.peak_learning_rate = float(peak_learning_rate)
         self.steps_per_epoch = int(steps_per_epoch)
         self.milestones = [int(m) for m in milestones]
@@ -62,7 +72,9 @@ class StepDecay(keras.optimizers.schedules.LearningRateSchedule):
             boundary = float(milestone * self.steps_per_epoch)
             rate = ops.where(step >= boundary, rate * self.factor, rate)
         if self.warmup_steps:
-            rate = rate * ops.minimum(step / float(self.warmup_steps), 1.0)
+            progress = ops.minimum(step / float(self.warmup_steps), 1.0)
+            start = self.warmup_start_factor
+            rate = rate * (start + (1.0 - start) * progress)
         return rate
 
     def get_config(self):
@@ -72,6 +84,7 @@ class StepDecay(keras.optimizers.schedules.LearningRateSchedule):
             "milestones": list(self.milestones),
             "factor": self.factor,
             "warmup_steps": self.warmup_steps,
+            "warmup_start_factor": self.warmup_start_factor,
             "name": self.name,
         }
 

@@ -161,3 +161,26 @@ def test_backbone_preset_round_trip(tmp_path):
     np.testing.assert_array_equal(
         keras.ops.convert_to_numpy(loaded(images)), keras.ops.convert_to_numpy(backbone(images))
     )
+
+
+def test_demo_folder_fits_evaluates_and_predicts(tmp_path):
+    from keras_sge.detection.coco import find_coco_split, read_coco
+    from keras_sge.detection.demo import prepare_detection_demo
+    from keras_sge.detection.evaluation import METRIC_NAMES, evaluate_detector
+    from keras_sge.detection.pipeline import load_coco_dataset
+
+    folder = prepare_detection_demo(str(tmp_path), num_train=4, num_validation=2)
+    train = read_coco(*find_coco_split(folder, "train"))
+    val = read_coco(*find_coco_split(folder, "val"))
+    detector = build_retinanet(4, depth=18, image_shape=(SIZE, SIZE, 3), anchor_size=2.0)
+    compile_retinanet(detector, batch_size=2, steps_per_epoch=2, warmup_steps=1)
+    history = detector.fit(
+        load_coco_dataset(train, batch_size=2, image_size=SIZE, training=True), verbose=0
+    )
+    assert np.isfinite(history.history["loss"][-1])
+    val_batches = load_coco_dataset(val, batch_size=2, image_size=SIZE, training=False)
+    metrics = evaluate_detector(detector, val, val_batches, SIZE, str(tmp_path / "out"))
+    assert set(metrics) == set(METRIC_NAMES)
+    assert (tmp_path / "out" / "results.json").exists()
+    predictions = detector.predict(val_batches, verbose=0)
+    assert predictions["boxes"].shape == (2, 100, 4)

@@ -44,7 +44,7 @@ def parse_args(argv=None):
     p.add_argument("--image-size", type=int, default=96)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--learning-rate", type=float, default=0.04)
+    p.add_argument("--learning-rate", type=float, default=0.02)
     p.add_argument("--warmup-steps", type=int, default=50)
     p.add_argument("--anchor-size", type=float, help="anchor octave base (demo: 3, COCO: 4)")
     p.add_argument("--devices", type=int, help="data-parallel devices")

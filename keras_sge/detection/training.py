@@ -49,7 +49,7 @@ class DetectorConfig:
     image_size: int = 96
     batch_size: int = 16
     epochs: int = 4
-    learning_rate: float | None = 0.04
+    learning_rate: float | None = 0.02
     warmup_steps: int | None = 50
     anchor_size: float | None = None
     data_dir: str | None = None

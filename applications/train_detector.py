@@ -10,7 +10,7 @@ val2017/), from the authors' ImageNet weights, on GPUs:
 
     python applications/train_detector.py --dataset ~/coco --model sge_resnet50 \
         --weights imagenet --image-size 1344 --batch-size 16 --epochs 24 \
-        --learning-rate 0.01 --warmup-steps 500 --output-dir runs/sge_retinanet50
+        --optimizer sgd --learning-rate 0.01 --warmup-steps 500 --output-dir runs/sge_retinanet50
 
 Rerun the same command after an interruption to resume from the last epoch.
 """
@@ -44,7 +44,13 @@ def parse_args(argv=None):
     p.add_argument("--image-size", type=int, default=96)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--learning-rate", type=float, default=0.02)
+    p.add_argument(
+        "--optimizer",
+        choices=("sgd", "adam"),
+        default="adam",
+        help="sgd: the authors' recipe; adam: the demo's default",
+    )
+    p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--warmup-steps", type=int, default=50)
     p.add_argument("--anchor-size", type=float, help="anchor octave base (demo: 3, COCO: 4)")
     p.add_argument("--devices", type=int, help="data-parallel devices")

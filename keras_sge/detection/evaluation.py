@@ -137,4 +137,8 @@ def _write_json(path: str, content) -> None:
 
 def format_metrics(metrics: dict) -> str:
     """One line of the six metrics, in percent as COCO tables print them."""
-    return "  ".join(f"{name} {100 * metrics[name]:.1f}" for name in METRIC_NAMES)
+
+    def shown(value: float) -> str:
+        return "n/a" if value < 0 else f"{100 * value:.1f}"  # -1: no object of that size
+
+    return "  ".join(f"{name} {shown(metrics[name])}" for name in METRIC_NAMES)

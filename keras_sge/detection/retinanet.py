@@ -168,6 +168,7 @@ def compile_retinanet(
     learning_rate: float | None = None,
     warmup_steps: int | None = None,
     epochs: int | None = None,
+    optimizer: keras.optimizers.Optimizer | None = None,
     **compile_kwargs,
 ) -> None:
     """Compiles a RetinaNet with the authors' optimizer, schedule and losses.
@@ -188,6 +189,7 @@ def compile_retinanet(
         learning_rate: overrides the scaled rate.
         warmup_steps: overrides `recipe.warmup_steps`.
         epochs: run length; the milestones scale with it.
+        optimizer: replaces the recipe's SGD (e.g. Adam for short demo runs).
         **compile_kwargs: other `compile` arguments (`jit_compile`, ...).
     """
     from keras_sge.training.optimizers import SGDWithL2
@@ -203,7 +205,7 @@ def compile_retinanet(
         warmup_steps=recipe.warmup_steps if warmup_steps is None else warmup_steps,
         warmup_start_factor=recipe.warmup_start_factor,
     )
-    optimizer = SGDWithL2(
+    optimizer = optimizer or SGDWithL2(
         schedule,
         momentum=recipe.momentum,
         l2=recipe.weight_decay,

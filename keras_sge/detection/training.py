@@ -32,6 +32,8 @@ class DetectorConfig:
         image_size: square input side (images fitted keeping aspect).
         batch_size, epochs, learning_rate (`None`: the recipe's, scaled to
             the batch), warmup_steps (`None`: the recipe's 500).
+        optimizer: `"sgd"` (the recipe's) or `"adam"` (the demo's: a few
+            hundred SGD steps leave the classifier at its prior).
         anchor_size: anchor octave base (`None`: the recipe's 4; the demo's 3).
         data_dir: cache root of the demo files.
         demo_images: training and held-out images of the demo set.
@@ -49,7 +51,8 @@ class DetectorConfig:
     image_size: int = 96
     batch_size: int = 16
     epochs: int = 4
-    learning_rate: float | None = 0.02
+    learning_rate: float | None = 1e-3
+    optimizer: str = "adam"
     warmup_steps: int | None = 50
     anchor_size: float | None = None
     data_dir: str | None = None
@@ -90,6 +93,14 @@ def _detector(config: DetectorConfig, num_classes: int) -> keras.Model:
     )
 
 
+def _optimizer(config: DetectorConfig) -> keras.optimizers.Optimizer | None:
+    if config.optimizer == "sgd":
+        return None  # the recipe's
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(config.learning_rate or 1e-3, global_clipnorm=35.0)
+    raise ValueError(f"`optimizer` must be 'sgd' or 'adam'. Received: {config.optimizer!r}")
+
+
 def train_detector(config: DetectorConfig) -> dict:
     """Trains and evaluates a RetinaNet; resumable by calling it again.
 
@@ -128,6 +139,7 @@ def train_detector(config: DetectorConfig) -> dict:
                 learning_rate=config.learning_rate,
                 warmup_steps=config.warmup_steps,
                 epochs=config.epochs,
+                optimizer=_optimizer(config),
             )
             options = {"batch_size": config.batch_size, "image_size": config.image_size}
             train = load_coco_dataset(train_set, training=True, shuffle_seed=config.seed, **options)

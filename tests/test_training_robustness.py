@@ -3,6 +3,7 @@
 import errno
 import json
 import os
+import shutil
 import socket
 import subprocess
 
@@ -156,3 +157,83 @@ def test_train_program_refuses_a_directory_in_use(tmp_path, capsys):
         assert load_program("train").main(["--output-dir", str(out), "--epochs", "1"]) == 2
     assert f"is in use by another run: process {os.getpid()}" in capsys.readouterr().err
     assert os.listdir(out) == []  # nothing touched
+
+
+def _file_states(folder):
+    """`{relative path: (size, mtime_ns)}` of every file under `folder`."""
+    states = {}
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(parent, name)
+            states[os.path.relpath(path, folder)] = (
+                os.path.getsize(path),
+                os.stat(path).st_mtime_ns,
+            )
+    return states
+
+
+def test_a_kill_at_any_write_of_the_finish_never_loses_the_run(tmp_path, monkeypatch, capsys):
+    """From the last epoch's backup to `results.json`, the output folder is copied
+    after every file operation (what a kill at that instant leaves); a rerun in
+    each copy trains no epoch, keeps the metrics and checkpoints, and finishes."""
+    out = tmp_path / "run"
+    config = tiny_config(out, epochs=2, steps_per_epoch=1, validation_steps=1)
+    snapshots = []
+
+    def snapshot():
+        copy = tmp_path / f"killed-{len(snapshots)}"
+        shutil.copytree(out, copy)
+        # The lock of a killed process is taken over (tested above).
+        (copy / "run.lock").unlink(missing_ok=True)
+        snapshots.append(copy)
+
+    class KillPoints(keras.callbacks.Callback):
+        """Armed after the last epoch's backup (it runs after `BackupAndRestore`)."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == config.epochs - 1:
+                snapshot()
+                for module, name in ((os, "replace"), (os, "remove"), (shutil, "rmtree")):
+                    monkeypatch.setattr(module, name, then_snapshot(getattr(module, name)))
+
+    def then_snapshot(operation):
+        def operation_then_snapshot(path, *args, **kwargs):
+            operation(path, *args, **kwargs)
+            if str(out) in os.path.abspath(args[0] if args else path):
+                snapshot()
+
+        return operation_then_snapshot
+
+    train(config, model_fn=tiny_model, callbacks=[KillPoints()])
+    monkeypatch.undo()
+    finished = _file_states(out)
+    # trained.json, backup removal, model.keras, backup removal, curves, results, trained.json
+    assert len(snapshots) >= 6, snapshots
+
+    class CountEpochs(keras.callbacks.Callback):
+        epochs = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            CountEpochs.epochs += 1
+
+    for killed in snapshots:
+        config = tiny_config(killed, epochs=2, steps_per_epoch=1, validation_steps=1)
+        best = (killed / "checkpoints" / "best.keras").read_bytes()
+        result = train(config, model_fn=tiny_model, callbacks=[CountEpochs()])
+        assert CountEpochs.epochs == 0, killed  # nothing trained again
+        assert [row["epoch"] for row in read_metrics(str(killed / "metrics.csv"))] == [0, 1]
+        assert (killed / "checkpoints" / "best.keras").read_bytes() == best
+        assert json.loads((killed / "results.json").read_text())["epochs"] == 2
+        # The same files (a rerun through `fit` adds a TensorBoard event file).
+        outputs = {path for path in _file_states(killed) if not path.startswith("tensorboard")}
+        assert outputs == {path for path in finished if not path.startswith("tensorboard")}
+        assert result.last["epoch"] == 2 and not _partial_files(killed)
+        model = keras.saving.load_model(str(killed / "model.keras"))
+        assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 2
+
+    # A rerun of a finished run says so and rewrites nothing.
+    capsys.readouterr()
+    again = train(tiny_config(out, epochs=2, steps_per_epoch=1, validation_steps=1))
+    assert "already holds a finished run" in capsys.readouterr().out
+    assert _file_states(out) == finished
+    assert again.last == json.loads((out / "results.json").read_text())["last"]

@@ -5,11 +5,16 @@ from __future__ import annotations
 import csv
 import math
 import os
+import time
 
 import keras
 import numpy as np
 
-from keras_sge.training.files import write_atomically, write_text_atomically
+from keras_sge.training.files import (
+    write_atomically,
+    write_json_atomically,
+    write_text_atomically,
+)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -53,6 +58,38 @@ class LearningRateLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["learning_rate"] = self._rate
+
+
+class RecordTrained(keras.callbacks.Callback):
+    """Writes `trained.json` when `fit` ends after the run's last epoch.
+
+    Comes just before `keras.callbacks.BackupAndRestore`, whose `on_train_end`
+    removes the backup: from then on the run is in the "trained" state, and
+    `train` completes the finish instead of training again.
+
+    Args:
+        path: the state file.
+        epochs: the run's number of epochs.
+        resume_epoch: the epochs finished before this `fit` (from the backup).
+    """
+
+    def __init__(self, path: str, epochs: int, resume_epoch: int):
+        super().__init__()
+        self.path = path
+        self.epochs = epochs
+        self.finished_epochs = resume_epoch
+
+    def on_train_begin(self, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.finished_epochs = epoch + 1
+
+    def on_train_end(self, logs=None):
+        # The frozen phase of a fine-tuning run ends before the last epoch.
+        if self.finished_epochs >= self.epochs or self.model.stop_training:
+            wall_time = round(time.perf_counter() - self._start, 2)
+            write_json_atomically(self.path, {"fit_wall_time_s": wall_time})
 
 
 def read_metrics(csv_path: str) -> list[dict[str, float]]:

@@ -21,6 +21,7 @@ from keras_sge.applications.registry import model_spec
 from keras_sge.training import distribution, finetune
 from keras_sge.training.callbacks import (
     LearningRateLogger,
+    RecordTrained,
     StopOnNonFiniteLoss,
     TrainingCurves,
     keep_epochs_before,
@@ -33,9 +34,9 @@ from keras_sge.training.files import (
     AtomicCSVLogger,
     AtomicModelCheckpoint,
     check_backup,
+    copy_atomically,
     remove_partial_files,
     run_lock,
-    save_model_atomically,
     write_json_atomically,
 )
 from keras_sge.training.losses import SparseCategoricalCrossentropyWithSmoothing
@@ -61,6 +62,9 @@ class OutputPaths:
         self.backup = os.path.join(root, "backup")
         self.tensorboard = os.path.join(root, "tensorboard")
         self.lock = os.path.join(root, "run.lock")
+        # Written when `fit` has trained its last epoch, before `backup/` is
+        # removed; removed once `results.json` is written.
+        self.trained = os.path.join(root, "trained.json")
 
 
 @dataclasses.dataclass
@@ -247,16 +251,11 @@ def _load_datasets(config: TrainConfig, replicas: int):
 def _prepare_output_dir(config: TrainConfig, paths: OutputPaths) -> int:
     """Checks the output directory against the run; returns the epoch to resume from."""
     if config.overwrite:
-        for name in ("config", "results", "metrics", "curves", "model"):
+        for name in ("config", "results", "metrics", "curves", "model", "trained"):
             if os.path.exists(getattr(paths, name)):
                 os.remove(getattr(paths, name))
         for name in ("checkpoints", "backup", "tensorboard"):
             shutil.rmtree(getattr(paths, name), ignore_errors=True)
-    if os.path.exists(paths.results):
-        raise FileExistsError(
-            f"{paths.root} already holds a finished run ({paths.results}). Choose "
-            "another output directory (--output-dir) or pass overwrite=True (--overwrite)."
-        )
     os.makedirs(paths.checkpoints, exist_ok=True)
     # Left by a killed run; this process holds the lock, so nobody writes them.
     for folder in (paths.root, paths.checkpoints):
@@ -302,17 +301,13 @@ def _prepare_worker_backup(config: TrainConfig, paths: OutputPaths) -> int:
     owns nothing but its backup; returns the epoch its backup resumes from."""
     if config.overwrite:
         shutil.rmtree(paths.backup, ignore_errors=True)
-    elif os.path.exists(paths.results):
-        raise FileExistsError(
-            f"{paths.root} already holds a finished run ({paths.results}). Choose "
-            "another output directory (--output-dir) or pass overwrite=True (--overwrite)."
-        )
     return check_backup(paths.backup)
 
 
 # Callbacks of the chief alone. Every worker saves the model (in Keras saving
 # is a cross-worker operation); the others save into a scratch folder.
 _CHIEF_CALLBACKS = (
+    RecordTrained,
     keras.callbacks.CSVLogger,
     keras.callbacks.TensorBoard,
     TrainingCurves,
@@ -327,11 +322,10 @@ def _worker_result(config, paths, fitted, model, wall_time) -> TrainResult:
     ]
     if not history:
         raise RuntimeError(f"Worker {distribution.worker_index()} ran no epoch.")
-    best = _summary(max(history, key=lambda row: row.get("val_top1", float("-inf"))))
     return TrainResult(
         config=config,
         output_dir=paths.root,
-        best=best,
+        best=_best(history),
         last=_summary(history[-1]),
         history=history,
         model=model,
@@ -400,7 +394,93 @@ def train(
     # Only the chief writes the shared outputs, so only it holds the lock.
     lock = run_lock(paths.lock) if distribution.is_chief() else contextlib.nullcontext()
     with lock:
+        if not config.overwrite and _ended(paths):
+            return _end_of_ended_run(config, paths, model_fn)
         return _train_in(config, paths, model_fn, callbacks)
+
+
+def _ended(paths: OutputPaths) -> bool:
+    """Whether the run in `paths.root` trained its last epoch (finished or not)."""
+    return os.path.exists(paths.results) or os.path.exists(paths.trained)
+
+
+def _end_of_ended_run(
+    config: TrainConfig, paths: OutputPaths, model_fn: ModelFn | None
+) -> TrainResult:
+    """`train` of a run that trained its last epoch: finishes it if a kill
+    interrupted its finish, and returns its result without training again."""
+    if distribution.is_chief() and not os.path.exists(paths.results):
+        print(f"{paths.root}: the run trained its last epoch; completing its outputs.")
+        for folder in (paths.root, paths.checkpoints):
+            remove_partial_files(folder)
+        _finish_run(paths, "custom" if model_fn is not None else config.model)
+    elif distribution.is_chief():
+        # Left by a kill between `results.json` and the state file's removal.
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(paths.trained)
+        print(
+            f"{paths.root} already holds a finished run ({paths.results}); nothing to do. "
+            "Pass overwrite=True (--overwrite) to train it again, or choose another "
+            "output directory (--output-dir)."
+        )
+    shared = OutputPaths(paths.root)
+    model = keras.saving.load_model(shared.model if _ended_whole(shared) else shared.last)
+    return _result_from_files(config, shared, model)
+
+
+def _ended_whole(paths: OutputPaths) -> bool:
+    return os.path.exists(paths.results) and os.path.exists(paths.model)
+
+
+def _finish_run(paths: OutputPaths, model_name: str) -> None:
+    """The steps after the last epoch, each idempotent: a kill at any point
+    and a rerun (which calls this again) give the same outputs.
+
+    `model.keras` is the model after the last epoch, which the per-epoch
+    checkpoint `checkpoints/last.keras` holds whole (with its optimizer).
+    """
+    with open(paths.trained) as f:
+        trained = json.load(f)
+    copy_atomically(paths.last, paths.model)
+    shutil.rmtree(paths.backup, ignore_errors=True)
+    plot_training_curves(paths.metrics, paths.curves)
+    history = read_metrics(paths.metrics)
+    with open(paths.config) as f:
+        derived = json.load(f)["derived"]
+    write_json_atomically(
+        paths.results,
+        {
+            "finished": True,
+            "model": model_name,
+            "best": _best(history),
+            "last": _summary(history[-1]),
+            "epochs": len(history),
+            "fit_wall_time_s": trained["fit_wall_time_s"],
+            "derived": derived,
+        },
+    )
+    os.remove(paths.trained)
+
+
+def _best(history: list[dict[str, float]]) -> dict[str, float]:
+    return _summary(max(history, key=lambda row: row.get("val_top1", float("-inf"))))
+
+
+def _result_from_files(config: TrainConfig, paths: OutputPaths, model: keras.Model) -> TrainResult:
+    """The `TrainResult` of the run whose outputs `paths` holds."""
+    history = read_metrics(paths.metrics)
+    record = paths.results if os.path.exists(paths.results) else paths.trained
+    with open(record) as f:
+        wall_time = json.load(f)["fit_wall_time_s"]
+    return TrainResult(
+        config=config,
+        output_dir=paths.root,
+        best=_best(history),
+        last=_summary(history[-1]),
+        history=history,
+        model=model,
+        wall_time_s=wall_time,
+    )
 
 
 def _train_in(
@@ -509,6 +589,7 @@ def _train_in(
                 AtomicModelCheckpoint(paths.last),
                 keras.callbacks.TensorBoard(paths.tensorboard, profile_batch=0),
                 TrainingCurves(paths.metrics, paths.curves),
+                RecordTrained(paths.trained, config.epochs, resume_epoch),
                 # Last, so that its "epoch finished" record is written after
                 # every other output of the epoch.
                 # Two states: a kill while the newest is written leaves the previous.
@@ -532,36 +613,15 @@ def _train_in(
                 verbose=config.verbose,
             )
             wall_time = time.perf_counter() - start
-            save_model_atomically(model, paths.model)
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
     if not distribution.is_chief():
         shutil.rmtree(os.path.dirname(paths.model), ignore_errors=True)
         return _worker_result(config, paths, fitted, model, wall_time)
-
-    history = read_metrics(paths.metrics)
-    plot_training_curves(paths.metrics, paths.curves)
-    best = _summary(max(history, key=lambda row: row.get("val_top1", float("-inf"))))
-    last = _summary(history[-1])
-    write_json_atomically(
-        paths.results,
-        {
-            "finished": True,
-            "model": config.model if model_fn is None else "custom",
-            "best": best,
-            "last": last,
-            "epochs": len(history),
-            "fit_wall_time_s": round(wall_time, 2),
-            "derived": derived,
-        },
-    )
-    return TrainResult(
-        config=config,
-        output_dir=paths.root,
-        best=best,
-        last=last,
-        history=history,
-        model=model,
-        wall_time_s=wall_time,
-    )
+    if not os.path.exists(paths.trained):
+        # Defensive: `fit` returned without `RecordTrained` seeing the end;
+        # `BackupAndRestore` removed the backup, so the run ends here.
+        write_json_atomically(paths.trained, {"fit_wall_time_s": round(wall_time, 2)})
+    _finish_run(paths, "custom" if model_fn is not None else config.model)
+    return _result_from_files(config, paths, model)

@@ -18,6 +18,9 @@ from typing import Any
 import keras
 
 from keras_sge.applications.registry import model_spec
+from keras_sge.losses import SparseCategoricalCrossentropyWithSmoothing
+from keras_sge.optimizers import SGDWithL2
+from keras_sge.optimizers.schedules import make_schedule
 from keras_sge.training import distribution, finetune
 from keras_sge.training.callbacks import (
     LearningRateLogger,
@@ -39,9 +42,6 @@ from keras_sge.training.files import (
     run_lock,
     write_json_atomically,
 )
-from keras_sge.training.losses import SparseCategoricalCrossentropyWithSmoothing
-from keras_sge.training.optimizers import SGDWithL2
-from keras_sge.training.schedules import make_schedule
 
 ModelFn = Callable[[tuple, int], keras.Model]
 

@@ -25,6 +25,7 @@ import sys
 
 from keras_sge.training import (
     MODELS,
+    InsufficientSpaceError,
     NonFiniteLossError,
     RunInProgressError,
     TrainConfig,
@@ -151,6 +152,9 @@ def main(argv=None) -> int:
     except RunInProgressError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except InsufficientSpaceError as error:
+        print(f"error: {error.strerror}", file=sys.stderr)
+        return 1
     if not is_chief():
         print(f"\nworker {worker_index()} finished; the chief (worker 0) wrote the outputs")
         return 0

@@ -39,6 +39,7 @@ from keras_sge.training.evaluation import (  # noqa: E402
 from keras_sge.training.files import (  # noqa: E402
     AtomicCSVLogger,
     AtomicModelCheckpoint,
+    InsufficientSpaceError,
     RunInProgressError,
     run_lock,
     save_model_atomically,
@@ -55,6 +56,7 @@ __all__ = [
     "MODELS",
     "NonFiniteLossError",
     "RECIPES",
+    "InsufficientSpaceError",
     "RunInProgressError",
     "SGDWithL2",
     "SparseCategoricalCrossentropyWithSmoothing",

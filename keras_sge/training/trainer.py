@@ -25,6 +25,7 @@ from keras_sge.training import distribution, finetune
 from keras_sge.training.callbacks import (
     LearningRateLogger,
     RecordTrained,
+    RequireFreeSpace,
     StopOnNonFiniteLoss,
     TrainingCurves,
     keep_epochs_before,
@@ -39,6 +40,7 @@ from keras_sge.training.files import (
     check_backup,
     copy_atomically,
     remove_partial_files,
+    require_free_space,
     run_lock,
     write_json_atomically,
 )
@@ -441,6 +443,7 @@ def _finish_run(paths: OutputPaths, model_name: str) -> None:
     """
     with open(paths.trained) as f:
         trained = json.load(f)
+    require_free_space(paths.root, os.path.getsize(paths.last), "model.keras")
     copy_atomically(paths.last, paths.model)
     shutil.rmtree(paths.backup, ignore_errors=True)
     plot_training_curves(paths.metrics, paths.curves)
@@ -575,6 +578,8 @@ def _train_in(
                 best = distribution.from_chief(round(max(earlier) * 1e9) if earlier else -1)
                 earlier = [best / 1e9] if best >= 0 else []
             all_callbacks = [
+                # First: it checks the disk before this epoch's files are written.
+                RequireFreeSpace(paths.root),
                 *distribution.worker_callbacks(),
                 LearningRateLogger(),
                 StopOnNonFiniteLoss(),

@@ -29,6 +29,7 @@ from keras_sge.training import (
     NonFiniteLossError,
     RunInProgressError,
     TrainConfig,
+    WorkersNotJoinedError,
     is_chief,
     train,
     worker_index,
@@ -130,6 +131,12 @@ def parse_args(argv=None) -> TrainConfig:
         help="several hosts: run on each (TF: TF_CONFIG; JAX: KERAS_DISTRIBUTION_JOB_ADDRESSES, "
         "_NUM_PROCESSES, _PROCESS_ID); see docs/training.md",
     )
+    run.add_argument(
+        "--worker-timeout",
+        type=float,
+        default=TrainConfig.worker_timeout,
+        help="with --multi-worker: seconds to wait for every worker to join (default %(default)s)",
+    )
     run.add_argument("--output-dir", default="runs/train")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--verbose", default="auto", help="model.fit verbosity: auto, 0, 1 or 2")
@@ -154,6 +161,9 @@ def main(argv=None) -> int:
         return 2
     except InsufficientSpaceError as error:
         print(f"error: {error.strerror}", file=sys.stderr)
+        return 1
+    except WorkersNotJoinedError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 1
     if not is_chief():
         print(f"\nworker {worker_index()} finished; the chief (worker 0) wrote the outputs")

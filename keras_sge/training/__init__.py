@@ -22,6 +22,7 @@ from keras_sge.training.callbacks import (  # noqa: E402
 )
 from keras_sge.training.config import DEMO_DEFAULTS, FINETUNE_DEFAULTS, MODELS, RECIPES, TrainConfig  # noqa: E402
 from keras_sge.training.distribution import (  # noqa: E402
+    WorkersNotJoinedError,
     data_parallel,
     has_accelerator,
     initialize_multi_worker,
@@ -58,6 +59,7 @@ __all__ = [
     "RECIPES",
     "InsufficientSpaceError",
     "RunInProgressError",
+    "WorkersNotJoinedError",
     "SGDWithL2",
     "SparseCategoricalCrossentropyWithSmoothing",
     "StepDecay",

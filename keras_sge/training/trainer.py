@@ -389,7 +389,7 @@ def train(
     """
     if config.multi_worker:
         # First: the cluster runtime must start before any device query.
-        distribution.initialize_multi_worker()
+        distribution.initialize_multi_worker(config.worker_timeout)
     config = config.resolved(accelerator=has_accelerator())
     paths = _worker_paths(OutputPaths(config.output_dir))
     os.makedirs(paths.root, exist_ok=True)

@@ -19,18 +19,23 @@ import argparse
 import os
 import sys
 
+from keras_sge.programs.arguments import add_model_arguments, integer
 
-def main(argv=None) -> int:
+
+def build_parser() -> argparse.ArgumentParser:
+    """The program's flags."""
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
-    p.add_argument(
-        "--model", required=True, help="a model name (e.g. sge_resnet50) or a .keras file"
-    )
-    p.add_argument("--weights", help="'imagenet', an authors' .pth.tar, or a .weights.h5 file")
-    p.add_argument("--top", type=int, default=5, help="classes per image (default 5)")
-    p.add_argument("--batch-size", type=int, default=16)
+    add_model_arguments(p)
+    p.add_argument("--top", type=integer(1), default=5, help="classes per image (default 5)")
+    p.add_argument("--batch-size", type=integer(1), default=16)
+    return p
+
+
+def main(argv=None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     if not args.model.endswith(".keras") and args.weights is None:
         p.error(f"--model {args.model} is built untrained: give --weights (a file, or imagenet)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import keras
+import numpy as np
 
 from keras_sge.applications.registry import MODELS, model_spec
 
@@ -73,3 +74,28 @@ def create_model(
 
         load_weights(loaded, weights)
     return loaded
+
+
+class NonFiniteWeightsError(ValueError):
+    """Raised for a model holding NaN or inf weights: its outputs would mean nothing."""
+
+
+def check_finite_weights(model: keras.Model) -> None:
+    """Refuses a model with NaN or inf in any weight (a damaged file or a diverged run).
+
+    Args:
+        model: Any Keras model.
+
+    Raises:
+        NonFiniteWeightsError: naming the first non-finite variable.
+
+    Example:
+
+    >>> check_finite_weights(keras_sge.applications.create_model("runs/train/model.keras"))
+    """
+    for variable in model.weights:
+        if not np.all(np.isfinite(keras.ops.convert_to_numpy(variable))):
+            raise NonFiniteWeightsError(
+                f"The model {model.name!r} has non-finite values (NaN or inf) in "
+                f"{variable.path!r}: the file is damaged or comes from a diverged run."
+            )

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 
 import keras
-import numpy as np
 
 from keras_sge.applications import MODELS, create_model
+from keras_sge.applications.loading import NonFiniteWeightsError, check_finite_weights
 from keras_sge.training.trainer import accuracy_metrics
 
 
@@ -33,12 +33,10 @@ def check_model(model: keras.Model, num_classes: int | None = None) -> None:
             f"{num_classes}: its numbers would mean nothing. Use a model trained on "
             "this dataset (or a dataset with the model's classes)."
         )
-    for variable in model.weights:
-        if not np.all(np.isfinite(keras.ops.convert_to_numpy(variable))):
-            raise IncompatibleModelError(
-                f"The model {model.name!r} has non-finite values (NaN or inf) in "
-                f"{variable.path!r}: the file is damaged or comes from a diverged run."
-            )
+    try:
+        check_finite_weights(model)
+    except NonFiniteWeightsError as error:
+        raise IncompatibleModelError(str(error)) from None
 
 
 def evaluate(

@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 
+from keras_sge.applications.prediction import saved_class_names
 from keras_sge.programs.arguments import (
     add_data_arguments,
     add_model_arguments,
@@ -22,7 +23,7 @@ from keras_sge.programs.arguments import (
     integer,
 )
 from keras_sge.training import evaluate_model_file, results_table
-from keras_sge.training.evaluation import IncompatibleModelError
+from keras_sge.training.evaluation import ClassNamesMismatchError, IncompatibleModelError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,9 +46,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate only this many batches, a fixed random sample of the split",
     )
     p.add_argument(
+        "--ignore-class-names",
+        action="store_true",
+        help="evaluate a .keras model even when the class names of its run (config.json "
+        "beside it) differ from the dataset's",
+    )
+    p.add_argument(
         "--json", help="also write the results (accuracies as fractions) to this JSON file"
     )
     return p
+
+
+def _run_class_names(args: argparse.Namespace) -> list[str] | None:
+    """The classes of the .keras model's training run (its config.json), if checked."""
+    if args.ignore_class_names or not args.model.endswith(".keras"):
+        return None
+    return saved_class_names(args.model)
 
 
 def main(argv=None) -> int:
@@ -65,7 +79,11 @@ def main(argv=None) -> int:
             data_dir=args.data_dir,
             manual_dir=args.manual_dir,
             steps=args.steps,
+            class_names=_run_class_names(args),
         )
+    except ClassNamesMismatchError as error:
+        print(f"error: {error}\n(--ignore-class-names evaluates it anyway)", file=sys.stderr)
+        return 2
     except IncompatibleModelError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -23,7 +23,7 @@ from keras_sge.programs.arguments import (
     integer,
 )
 from keras_sge.training import evaluate_model_file, results_table
-from keras_sge.training.evaluation import ClassNamesMismatchError, IncompatibleModelError
+from keras_sge.training.evaluation import ClassNamesMismatchError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     except ClassNamesMismatchError as error:
         print(f"error: {error}\n(--ignore-class-names evaluates it anyway)", file=sys.stderr)
         return 2
-    except IncompatibleModelError as error:
+    except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     part = (

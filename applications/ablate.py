@@ -16,30 +16,32 @@ import argparse
 import time
 
 from keras_sge.applications import MODELS
+from keras_sge.programs.arguments import (
+    add_data_arguments,
+    add_model_arguments,
+    image_size,
+    integer,
+    number,
+)
 from keras_sge.training import TrainConfig, ablation
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The program's flags."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--dataset",
-        default="demo",
-        help="'demo', 'imagenet2012', a tfds name or an image-folder path",
-    )
-    parser.add_argument("--data-dir", default=None, help="tfds data directory")
-    parser.add_argument(
-        "--manual-dir", default=None, help="folder of manually downloaded archives (ImageNet)"
-    )
-    parser.add_argument(
-        "--model",
+    add_data_arguments(parser)
+    model = add_model_arguments(
+        parser,
+        saved_models=False,
         default="sge_resnet50",
-        choices=[name for name, spec in MODELS.items() if spec.attention],
+        names=[name for name, spec in MODELS.items() if spec.attention],
+        weights=False,
     )
-    parser.add_argument(
+    model.add_argument(
         "--groups",
-        type=int,
+        type=integer(1),
         nargs="*",
         default=list(ablation.PAPER_GROUPS),
         help="group counts to sweep (none: no sweep)",
@@ -57,38 +59,49 @@ def parse_args(argv=None) -> argparse.Namespace:
         choices=("paper", "fast"),
         help="default: fast on the demo data, paper elsewhere",
     )
-    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--epochs", type=integer(1), default=None)
     parser.add_argument(
         "--steps-per-epoch",
-        type=int,
+        type=integer(1),
         default=None,
         help="default: one pass over the training split",
     )
     parser.add_argument(
-        "--validation-steps", type=int, default=None, help="default: the whole validation split"
+        "--validation-steps",
+        type=integer(1),
+        default=None,
+        help="default: the whole validation split",
     )
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--image-size", type=int, default=None)
-    parser.add_argument("--lr", type=float, default=None, help="learning rate per 256 images")
+    parser.add_argument("--batch-size", type=integer(1), default=None)
+    parser.add_argument("--image-size", type=image_size, default=None)
     parser.add_argument(
-        "--warmup-epochs", type=float, default=None, help="linear warmup (must be below --epochs)"
+        "--lr", type=number(0, open_minimum=True), default=None, help="learning rate per 256 images"
+    )
+    parser.add_argument(
+        "--warmup-epochs",
+        type=number(0),
+        default=None,
+        help="linear warmup (must be below --epochs)",
     )
     parser.add_argument(
         "--jit",
         action=argparse.BooleanOptionalAction,
         help="XLA / torch.compile (default: Keras 'auto')",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=integer(0), default=0)
     parser.add_argument("--output-dir", default="runs/ablation")
     parser.add_argument(
         "--restart",
         action="store_true",
         help="train every setting again instead of reusing finished runs",
     )
-    parser.add_argument(
-        "--verbose", default=2, type=int, choices=(0, 1, 2), help="model.fit verbosity"
-    )
-    return parser.parse_args(argv)
+    parser.add_argument("--verbose", default=2, type=integer(0, 2), help="model.fit verbosity")
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The flags of the command line `argv` (default: `sys.argv[1:]`)."""
+    return build_parser().parse_args(argv)
 
 
 def main(argv=None) -> list[dict]:

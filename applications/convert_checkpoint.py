@@ -16,23 +16,29 @@ import argparse
 import sys
 
 from keras_sge.applications import MODELS
+from keras_sge.programs.arguments import add_model_arguments, image_size, integer
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The program's flags."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", required=True, choices=list(MODELS))
-    parser.add_argument("--weights", required=True, help="PyTorch checkpoint (.pth, .pth.tar, .pt)")
+    add_model_arguments(
+        parser,
+        saved_models=False,
+        weights_required=True,
+        weights_help="PyTorch checkpoint (.pth, .pth.tar, .pt)",
+    )
     parser.add_argument(
         "--output", required=True, help="output path ending in .keras or .weights.h5"
     )
     parser.add_argument(
-        "--classes", type=int, default=1000, help="classes of the checkpoint's fc head"
+        "--classes", type=integer(1), default=1000, help="classes of the checkpoint's fc head"
     )
     parser.add_argument(
         "--image-size",
-        type=int,
+        type=image_size,
         default=224,
         help="static input height and width of the saved model",
     )
@@ -41,6 +47,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         action="store_true",
         help="drop the fc head (the file's fc.* tensors are ignored)",
     )
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The flags of the command line `argv` (default: `sys.argv[1:]`), checked."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not args.output.endswith((".keras", ".weights.h5")):
         parser.error(f"--output must end in .keras or .weights.h5, got {args.output!r}")

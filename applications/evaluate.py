@@ -15,44 +15,57 @@ import argparse
 import json
 import sys
 
-from keras_sge.applications import MODELS
+from keras_sge.applications.prediction import saved_class_names
+from keras_sge.programs.arguments import (
+    add_data_arguments,
+    add_model_arguments,
+    image_size,
+    integer,
+)
 from keras_sge.training import evaluate_model_file, results_table
-from keras_sge.training.evaluation import IncompatibleModelError
+from keras_sge.training.evaluation import ClassNamesMismatchError
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The program's flags."""
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument(
-        "--model", required=True, help=f"a .keras file, or a model name ({', '.join(MODELS)})"
-    )
-    p.add_argument(
-        "--weights",
-        help="checkpoint to load into the model (.pth, .pth.tar, .pt, .tar, .weights.h5)",
-    )
-    p.add_argument(
-        "--dataset",
-        default="imagenet2012",
-        help="imagenet2012 | demo | a tfds name | an image-folder path",
-    )
-    p.add_argument("--split", default="validation")
-    p.add_argument("--data-dir")
-    p.add_argument("--manual-dir", help="folder with the ImageNet archives")
-    p.add_argument(
+    add_model_arguments(p)
+    data = add_data_arguments(p, default="imagenet2012")
+    data.add_argument("--split", default="validation")
+    data.add_argument(
         "--image-size",
-        type=int,
+        type=image_size,
         help="crop size (default: the .keras model's input size, else 224)",
     )
-    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--batch-size", type=integer(1), default=100)
     p.add_argument(
         "--steps",
-        type=int,
+        type=integer(1),
         help="evaluate only this many batches, a fixed random sample of the split",
+    )
+    p.add_argument(
+        "--ignore-class-names",
+        action="store_true",
+        help="evaluate a .keras model even when the class names of its run (config.json "
+        "beside it) differ from the dataset's",
     )
     p.add_argument(
         "--json", help="also write the results (accuracies as fractions) to this JSON file"
     )
+    return p
+
+
+def _run_class_names(args: argparse.Namespace) -> list[str] | None:
+    """The classes of the .keras model's training run (its config.json), if checked."""
+    if args.ignore_class_names or not args.model.endswith(".keras"):
+        return None
+    return saved_class_names(args.model)
+
+
+def main(argv=None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
 
     try:
@@ -66,8 +79,12 @@ def main(argv=None) -> int:
             data_dir=args.data_dir,
             manual_dir=args.manual_dir,
             steps=args.steps,
+            class_names=_run_class_names(args),
         )
-    except IncompatibleModelError as error:
+    except ClassNamesMismatchError as error:
+        print(f"error: {error}\n(--ignore-class-names evaluates it anyway)", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     part = (

@@ -23,8 +23,14 @@ import argparse
 import json
 import sys
 
+from keras_sge.programs.arguments import (
+    add_data_arguments,
+    add_model_arguments,
+    image_size,
+    integer,
+    number,
+)
 from keras_sge.training import (
-    MODELS,
     InsufficientSpaceError,
     NonFiniteLossError,
     RunInProgressError,
@@ -36,39 +42,35 @@ from keras_sge.training import (
 )
 
 
-def parse_args(argv=None) -> TrainConfig:
+def build_parser() -> argparse.ArgumentParser:
+    """The program's flags."""
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    data = p.add_argument_group("data")
-    data.add_argument(
-        "--dataset", default="demo", help="demo | imagenet2012 | a tfds name | an image-folder path"
-    )
-    data.add_argument("--data-dir", help="tfds data directory (or demo cache root)")
-    data.add_argument(
-        "--manual-dir", help="folder with manually downloaded archives (ImageNet tars)"
-    )
+    data = add_data_arguments(p)
     data.add_argument("--train-split", default="train")
     data.add_argument("--val-split", default="validation")
-    data.add_argument("--image-size", type=int, help="crop size (default 224; 40 on the demo)")
+    data.add_argument(
+        "--image-size", type=image_size, help="crop size (default 224; 40 on the demo)"
+    )
     data.add_argument(
         "--train-augmentation",
         action=argparse.BooleanOptionalAction,
         default=True,
         help="shuffle and augment the training split (default: yes)",
     )
-    model = p.add_argument_group("model")
-    model.add_argument("--model", default="sge_resnet50", choices=MODELS)
-    model.add_argument("--groups", type=int, default=64, help="SGE groups")
-    model.add_argument(
-        "--weights",
-        help="fine-tune from this file: an authors' .pth.tar (SGE-ResNet or plain ResNet), "
-        "a .keras model or a .weights.h5 file; the head is new when the class count differs "
-        "(default recipe then: fast, with keras_sge.training.FINETUNE_DEFAULTS)",
+    model = add_model_arguments(
+        p,
+        saved_models=False,
+        default="sge_resnet50",
+        weights_help="fine-tune from this file: an authors' .pth.tar (SGE-ResNet or plain "
+        "ResNet), a .keras model or a .weights.h5 file; the head is new when the class count "
+        "differs (default recipe then: fast, with keras_sge.training.FINETUNE_DEFAULTS)",
     )
+    model.add_argument("--groups", type=integer(1), default=64, help="SGE groups")
     model.add_argument(
         "--freeze-backbone-epochs",
-        type=int,
+        type=integer(0),
         help=(
             "first epochs with the loaded layers frozen, BatchNorm in inference mode "
             "(fast fine-tuning: 1)"
@@ -76,7 +78,7 @@ def parse_args(argv=None) -> TrainConfig:
     )
     model.add_argument(
         "--backbone-lr-multiplier",
-        type=float,
+        type=number(0),
         help="learning-rate factor of the loaded layers (fast fine-tuning: 0.1)",
     )
     model.add_argument(
@@ -90,29 +92,37 @@ def parse_args(argv=None) -> TrainConfig:
         choices=("paper", "fast"),
         help="default: fast on the demo and with --weights, paper elsewhere",
     )
-    recipe.add_argument("--epochs", type=int)
-    recipe.add_argument("--batch-size", type=int, help="global batch size, split across devices")
+    recipe.add_argument("--epochs", type=integer(1))
     recipe.add_argument(
-        "--steps-per-epoch", type=int, help="default: one pass over the training split"
+        "--batch-size", type=integer(1), help="global batch size, split across devices"
     )
-    recipe.add_argument("--validation-steps", type=int, help="default: the whole validation split")
     recipe.add_argument(
-        "--lr", type=float, help="learning rate per 256 images (scaled linearly with the batch)"
+        "--steps-per-epoch", type=integer(1), help="default: one pass over the training split"
     )
-    recipe.add_argument("--momentum", type=float)
     recipe.add_argument(
-        "--weight-decay", type=float, help="coupled L2, added to the gradient before momentum"
+        "--validation-steps", type=integer(1), help="default: the whole validation split"
+    )
+    recipe.add_argument(
+        "--lr",
+        type=number(0, open_minimum=True),
+        help="learning rate per 256 images (scaled linearly with the batch)",
+    )
+    recipe.add_argument("--momentum", type=number(0, 1, open_maximum=True))
+    recipe.add_argument(
+        "--weight-decay", type=number(0), help="coupled L2, added to the gradient before momentum"
     )
     recipe.add_argument(
         "--decay-all-parameters",
         action=argparse.BooleanOptionalAction,
         help="also decay BatchNorm/bias/SGE parameters (paper: yes, fast: no)",
     )
-    recipe.add_argument("--label-smoothing", type=float)
+    recipe.add_argument("--label-smoothing", type=number(0, 1, open_maximum=True))
     recipe.add_argument("--schedule", choices=("step", "cosine"))
-    recipe.add_argument("--lr-milestones", type=int, nargs="+", help="epochs of the step decay")
-    recipe.add_argument("--lr-decay-factor", type=float)
-    recipe.add_argument("--warmup-epochs", type=float)
+    recipe.add_argument(
+        "--lr-milestones", type=integer(1), nargs="+", help="epochs of the step decay"
+    )
+    recipe.add_argument("--lr-decay-factor", type=number(0, 1, open_minimum=True))
+    recipe.add_argument("--warmup-epochs", type=number(0))
     recipe.add_argument("--mixed-precision", choices=("none", "bfloat16", "float16", "auto"))
     run = p.add_argument_group("run")
     run.add_argument(
@@ -122,7 +132,7 @@ def parse_args(argv=None) -> TrainConfig:
     )
     run.add_argument(
         "--devices",
-        type=int,
+        type=integer(1),
         help="devices for data parallelism, per host (default: all GPUs, or 1 CPU)",
     )
     run.add_argument(
@@ -133,17 +143,24 @@ def parse_args(argv=None) -> TrainConfig:
     )
     run.add_argument(
         "--worker-timeout",
-        type=float,
+        type=number(0, open_minimum=True),
         default=TrainConfig.worker_timeout,
         help="with --multi-worker: seconds to wait for every worker to join (default %(default)s)",
     )
     run.add_argument("--output-dir", default="runs/train")
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--verbose", default="auto", help="model.fit verbosity: auto, 0, 1 or 2")
+    run.add_argument("--seed", type=integer(0), default=0)
+    run.add_argument(
+        "--verbose", default="auto", choices=("auto", "0", "1", "2"), help="model.fit verbosity"
+    )
     run.add_argument(
         "--overwrite", action="store_true", help="start afresh in an output dir holding a run"
     )
-    args = vars(p.parse_args(argv))
+    return p
+
+
+def parse_args(argv=None) -> TrainConfig:
+    """The `TrainConfig` of the command line `argv` (default: `sys.argv[1:]`)."""
+    args = vars(build_parser().parse_args(argv))
     if args["verbose"] != "auto":
         args["verbose"] = int(args["verbose"])
     return TrainConfig(**args)

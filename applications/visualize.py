@@ -24,45 +24,43 @@ import keras
 import numpy as np
 
 from keras_sge import applications, data, visualization
+from keras_sge.programs.arguments import (
+    add_data_arguments,
+    add_model_arguments,
+    image_size,
+    integer,
+)
 from keras_sge.training import IncompatibleModelError, check_model
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The program's flags."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("images", nargs="*", help="image files; default: images of --dataset")
-    parser.add_argument(
-        "--model",
-        required=True,
-        help="a .keras file, or a model name (e.g. sge_resnet50) with --weights",
+    add_model_arguments(parser)
+    data = add_data_arguments(parser)
+    data.add_argument("--split", default="validation")
+    data.add_argument(
+        "--image-size", type=image_size, help="default: the model's input size, else 224"
     )
     parser.add_argument(
-        "--weights",
-        default=None,
-        help="checkpoint to load (an authors' .pth.tar or a .weights.h5 file)",
+        "--num-images", type=integer(1), default=6, help="images shown from --dataset"
     )
-    parser.add_argument(
-        "--image-size", type=int, default=None, help="default: the model's input size, else 224"
-    )
-    parser.add_argument(
-        "--dataset",
-        default="demo",
-        help="dataset of the images when no file is given (see keras_sge.data.load)",
-    )
-    parser.add_argument("--split", default="validation")
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--num-images", type=int, default=6, help="images shown from --dataset")
     parser.add_argument(
         "--statistics-images",
-        type=int,
+        type=integer(1),
         default=64,
         help="images of --dataset for the statistics (image files: the files)",
     )
     parser.add_argument(
-        "--shuffle-buffer", type=int, default=1000, help="mixes --dataset images before taking them"
+        "--shuffle-buffer",
+        type=integer(1),
+        default=1000,
+        help="mixes --dataset images before taking them",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of that mixing")
+    parser.add_argument("--seed", type=integer(0), default=0, help="seed of that mixing")
     parser.add_argument(
         "--layer", default=None, help="SGE layer of the maps; default: the last one"
     )
@@ -71,9 +69,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=None,
         help="stage (e.g. layer4) or layer of the statistics; default: the last stage",
     )
-    parser.add_argument("--num-groups", type=int, default=4, help="gate maps per image")
+    parser.add_argument("--num-groups", type=integer(1), default=4, help="gate maps per image")
     parser.add_argument("--output-dir", default="runs/visualize")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The flags of the command line `argv` (default: `sys.argv[1:]`)."""
+    return build_parser().parse_args(argv)
 
 
 def load_model(args: argparse.Namespace) -> keras.Model:
@@ -107,6 +110,7 @@ def main(argv=None) -> dict[str, str]:
             data_dir=args.data_dir,
             training=False,
             with_info=True,
+            **({} if args.manual_dir is None else {"manual_dir": args.manual_dir}),
         )
         # Splits are often stored class by class: mix them so that the images
         # shown and the statistics cover several classes.

@@ -101,3 +101,60 @@ def test_predict_help_shows_an_example(capsys):
     with pytest.raises(SystemExit):
         predict.main(["cat.jpg", "--model", "sge_resnet50"])
     assert "give --weights" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def saved_run(tmp_path_factory):
+    """A `.keras` model of 3 classes that always prefers the third, with its class names."""
+    run = tmp_path_factory.mktemp("run")
+    _biased_model(3, 2).save(run / "model.keras")
+    with open(run / "config.json", "w") as f:
+        json.dump({"derived": {"class_names": ["ant", "bee", "cat"]}}, f)
+    return run
+
+
+def test_predict_classifies_every_readable_image_and_lists_the_others(
+    images, saved_run, tmp_path, capsys
+):
+    good = images / "a.png"
+    text = tmp_path / "hostname"
+    text.write_text("my-host\n")
+    fake = tmp_path / "fake.jpg"
+    fake.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good.read_bytes()[:60])
+    loop = tmp_path / "loop.jpg"
+    os.symlink(loop, loop)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    missing = tmp_path / "missing.jpg"
+    bad = [text, fake, truncated, loop, empty, missing]
+    argv = [str(good), *map(str, bad), str(images / "folder"), "--model"]
+    code = predict.main([*argv, str(saved_run / "model.keras"), "--top", "1", "--batch-size", "2"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    # Every readable image has its result, in order, the bad ones none.
+    printed = [line for line in out.splitlines() if not line.startswith(" ")]
+    assert printed == [
+        str(good),
+        str(images / "folder" / "b.jpg"),
+        str(images / "folder/sub/c.png"),
+    ]
+    assert out.count("1. cat") == 3
+    assert f"{len(bad)} of {len(bad) + 3} inputs not classified" in err
+    reasons = {line.split(": ")[0].strip(): line for line in err.splitlines()[1:]}
+    assert set(reasons) == set(map(str, bad))
+    assert "as an image" in reasons[str(text)] and "as an image" in reasons[str(truncated)]
+    assert "symbolic link" in reasons[str(loop)] and "holds no images" in reasons[str(empty)]
+    assert "no such file or folder" in reasons[str(missing)]
+
+
+def test_predict_refuses_non_finite_weights(images, tmp_path, capsys):
+    model = _biased_model(3, 2)
+    model.get_layer("fc").bias.assign(np.array([0.0, np.nan, 1.0], "float32"))
+    model.save(tmp_path / "model.keras")
+    with open(tmp_path / "config.json", "w") as f:
+        json.dump({"derived": {"class_names": ["ant", "bee", "cat"]}}, f)
+    assert predict.main([str(images / "a.png"), "--model", str(tmp_path / "model.keras")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "non-finite values (NaN or inf)" in err and "fc/bias" in err

@@ -1,6 +1,7 @@
 """applications/train.py and applications/evaluate.py: flags in, library calls, results out."""
 
 import json
+import re
 
 import keras
 import pytest
@@ -115,16 +116,20 @@ def test_evaluate_program_prints_the_paper_table(tmp_path, capsys):
     assert measured["num_classes"] == 4
 
 
-def test_evaluate_program_rejects_unknown_files(tmp_path):
+def test_evaluate_program_rejects_unknown_files(tmp_path, capsys):
+    evaluate_program = load_program("evaluate").main
     bad = tmp_path / "model.onnx"
     bad.write_text("x")
-    with pytest.raises(ValueError, match="a model name .* or a .keras file"):
-        load_program("evaluate").main(
-            ["--model", str(bad), "--dataset", "demo", "--image-size", "32"]
-        )
-    with pytest.raises(ValueError, match="name its architecture"):
-        checkpoint = tmp_path / "weights.pth"
-        checkpoint.write_bytes(b"")
-        load_program("evaluate").main(
-            ["--model", str(checkpoint), "--dataset", "demo", "--image-size", "32"]
-        )
+    argv = ["--dataset", "demo", "--image-size", "32"]
+    assert evaluate_program(["--model", str(bad), *argv]) == 2
+    assert re.search("a model name .* or a .keras file", capsys.readouterr().err)
+    checkpoint = tmp_path / "weights.pth"
+    checkpoint.write_bytes(b"")
+    assert evaluate_program(["--model", str(checkpoint), *argv]) == 2
+    assert "name its architecture" in capsys.readouterr().err
+    damaged = tmp_path / "damaged.keras"
+    damaged.write_bytes(b"PK\x03\x04 not a whole archive")
+    assert evaluate_program(["--model", str(damaged), *argv]) == 2
+    assert f"The model file {str(damaged)!r} (24 bytes) is not a .keras archive" in (
+        capsys.readouterr().err
+    )

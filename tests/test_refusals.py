@@ -204,3 +204,41 @@ def test_a_broken_imagenet_archive_is_named(tmp_path):
         data.load_imagenet(
             "validation", batch_size=4, data_dir=str(tmp_path / "tfds"), manual_dir=str(manual)
         )
+
+
+def test_evaluate_program_refuses_a_model_trained_on_other_class_names(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    path = str(run / "model.keras")
+    tiny_model((SIZE, SIZE, 3), 4).save(path)
+    evaluate_program = load_program("evaluate").main
+    argv = ["--model", path, "--dataset", "demo", "--steps", "1", "--batch-size", "8"]
+
+    def trained_on(names):
+        with open(run / "config.json", "w") as f:
+            json.dump({"derived": {"class_names": names}}, f)
+
+    trained_on(["circle", "cross", "square", "triangle"])  # the demo's: evaluated
+    assert evaluate_program(argv) == 0
+    capsys.readouterr()
+    trained_on(["ant", "bee", "square", "triangle"])
+    assert evaluate_program(argv) == 2
+    err = capsys.readouterr().err
+    assert "['ant', 'bee', 'square', 'triangle']" in err
+    assert "['circle', 'cross', 'square', 'triangle']" in err
+    assert "only the model's: ['ant', 'bee']" in err and "--ignore-class-names" in err
+    assert evaluate_program([*argv, "--ignore-class-names"]) == 0
+
+
+@pytest.mark.backend_independent
+def test_class_name_mismatches_say_what_differs():
+    from keras_sge.training.evaluation import class_names_mismatch
+
+    assert class_names_mismatch(["a", "b"], ["a", "b"]) is None
+    assert class_names_mismatch(None, ["a"]) is None and class_names_mismatch(["a"], None) is None
+    reordered = class_names_mismatch(["a", "b", "c"], ["a", "c", "b"])
+    assert "another order" in reordered and "label 1: model 'b', dataset 'c'" in reordered
+    different = class_names_mismatch(["a", "b"], ["a", "z", "y"])
+    assert "only the model's: ['b']" in different and "only the dataset's: ['z', 'y']" in different
+    many = class_names_mismatch([f"n{i}" for i in range(1000)], [f"m{i}" for i in range(1000)])
+    assert "and 990 more" in many and len(many) < 1000

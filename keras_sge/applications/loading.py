@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import zipfile
 
 import keras
+import numpy as np
 
 from keras_sge.applications.registry import MODELS, model_spec
 
@@ -60,16 +63,99 @@ def create_model(
             f"`model` must be a model name ({', '.join(MODELS)}) or a .keras file. "
             f"Received: model={path!r}"
         )
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"No .keras model file at {path!r}.")
     if builder_kwargs or input_shape is not None:
         raise ValueError(
             "Builder arguments (input_shape, groups, ...) only apply to a model "
             f"built by name, not to the saved model {path!r}."
         )
-    loaded = keras.saving.load_model(path, compile=False)
+    loaded = load_model_file(path)
     if weights is not None:
         from keras_sge.applications.resnet import load_weights
 
         load_weights(loaded, weights)
     return loaded
+
+
+class NonFiniteWeightsError(ValueError):
+    """Raised for a model holding NaN or inf weights: its outputs would mean nothing."""
+
+
+def check_finite_weights(model: keras.Model) -> None:
+    """Refuses a model with NaN or inf in any weight (a damaged file or a diverged run).
+
+    Args:
+        model: Any Keras model.
+
+    Raises:
+        NonFiniteWeightsError: naming the first non-finite variable.
+
+    Example:
+
+    >>> check_finite_weights(keras_sge.applications.create_model("runs/train/model.keras"))
+    """
+    for variable in model.weights:
+        if not np.all(np.isfinite(keras.ops.convert_to_numpy(variable))):
+            raise NonFiniteWeightsError(
+                f"The model {model.name!r} has non-finite values (NaN or inf) in "
+                f"{variable.path!r}: the file is damaged or comes from a diverged run."
+            )
+
+
+def check_keras_file(path: str | os.PathLike) -> None:
+    """Refuses a path that is not a readable `.keras` archive, naming the file.
+
+    Keras says "File not found" for an existing file that is not a zip
+    archive; this says what the file is instead.
+
+    Args:
+        path: The `.keras` file.
+
+    Raises:
+        FileNotFoundError: Nothing is at `path`, or it is a folder.
+        ValueError: The file is empty or not a zip archive (truncated, damaged
+            or of another format).
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        what = "a folder" if os.path.isdir(path) else "nothing"
+        raise FileNotFoundError(f"No .keras model file at {path!r} ({what} is there).")
+    size = os.path.getsize(path)
+    if size == 0:
+        raise ValueError(f"The model file {path!r} is empty (0 bytes): its writing never ended.")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"The model file {path!r} ({size:,} bytes) is not a .keras archive (a zip file): "
+            "it is truncated, damaged or of another format."
+        )
+
+
+def load_model_file(path: str | os.PathLike, *, compile: bool = False) -> keras.Model:
+    """`keras.saving.load_model` with errors that name the file and what is wrong with it.
+
+    Loads with Keras' default `safe_mode=True`: files that would run code
+    are refused.
+
+    Args:
+        path: A `.keras` file.
+        compile: Whether to restore the training configuration (loss,
+            metrics, optimizer state) saved with the model.
+
+    Returns:
+        The model.
+
+    Raises:
+        FileNotFoundError: No file at `path`.
+        ValueError: The file is empty, not a zip archive, or a damaged archive.
+
+    Example:
+
+    >>> model = keras_sge.applications.loading.load_model_file("runs/train/model.keras")
+    """
+    check_keras_file(path)
+    try:
+        return keras.saving.load_model(os.fspath(path), compile=compile)
+    except (zipfile.BadZipFile, json.JSONDecodeError, KeyError, EOFError, OSError) as error:
+        raise ValueError(
+            f"The model file {os.fspath(path)!r} is a damaged .keras archive "
+            f"({type(error).__name__}: {error})."
+        ) from error

@@ -20,21 +20,23 @@ CROP_FRACTION = 0.875
 PREPROCESSING_LAYER = "preprocessing"
 
 
-def list_images(paths) -> list[str]:
-    """Expands image files and folders (searched recursively) into image files.
+def gather_images(paths) -> tuple[list[str], list[tuple[str, str]]]:
+    """Expands image files and folders (searched recursively), keeping what is missing.
 
     Args:
         paths: Image files and/or folders.
 
     Returns:
-        The image files: given files in order, each folder's images sorted.
+        `(files, missing)`: the image files (given files in order, each
+        folder's images sorted) and `(path, reason)` for each argument that
+        is neither a file nor a folder with images.
 
     Example:
 
-    >>> list_images(["cat.jpg", "holiday/"])
-    ['cat.jpg', 'holiday/beach.jpg', 'holiday/dog.png']
+    >>> gather_images(["cat.jpg", "holiday/", "nowhere.jpg"])
+    (['cat.jpg', 'holiday/beach.jpg'], [('nowhere.jpg', 'no such file or folder')])
     """
-    files = []
+    files, missing = [], []
     for path in map(os.fspath, paths):
         if os.path.isdir(path):
             found = sorted(
@@ -44,14 +46,40 @@ def list_images(paths) -> list[str]:
                 if name.lower().endswith(IMAGE_EXTENSIONS)
             )
             if not found:
-                raise ValueError(
-                    f"Folder {path!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})."
+                missing.append(
+                    (path, f"the folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
                 )
             files += found
         elif os.path.isfile(path):
             files.append(path)
+        elif os.path.islink(path):
+            missing.append((path, "a broken symbolic link (or one that points to itself)"))
         else:
-            raise FileNotFoundError(f"No image file or folder at {path!r}.")
+            missing.append((path, "no such file or folder"))
+    return files, missing
+
+
+def list_images(paths) -> list[str]:
+    """Expands image files and folders (searched recursively) into image files.
+
+    Args:
+        paths: Image files and/or folders.
+
+    Returns:
+        The image files: given files in order, each folder's images sorted.
+
+    Raises:
+        FileNotFoundError: an argument is neither a file nor a folder with images.
+
+    Example:
+
+    >>> list_images(["cat.jpg", "holiday/"])
+    ['cat.jpg', 'holiday/beach.jpg', 'holiday/dog.png']
+    """
+    files, missing = gather_images(paths)
+    if missing:
+        path, reason = missing[0]
+        raise FileNotFoundError(f"No image file or folder with images at {path!r}: {reason}.")
     return files
 
 
@@ -78,7 +106,9 @@ def load_image(path: str | os.PathLike, size: int = DEFAULT_SIZE) -> np.ndarray:
     try:
         with Image.open(path) as opened:
             image = opened.convert("RGB")
-    except OSError as error:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        # Pillow raises these for files that are not images, truncated or
+        # damaged ones, and images too large to decode safely.
         raise ValueError(f"Could not read {os.fspath(path)!r} as an image: {error}") from error
     width, height = image.size
     short = int(size / CROP_FRACTION)
@@ -153,11 +183,56 @@ def classify(
         `[(path, [(class id, name, probability), ...]), ...]`; the class id is
         the synset id for ImageNet and the label index otherwise.
 
+    Raises:
+        ValueError: an image cannot be read, or the class names do not fit.
+        FileNotFoundError: a path is neither a file nor a folder with images.
+
     Example:
 
     >>> model = keras_sge.applications.SGEResNet50(weights="imagenet")
     >>> classify(model, ["cat.jpg"], top=1)
     [('cat.jpg', [('n02123045', 'tabby', 0.71)])]
+    """
+    results, failures = classify_each(
+        model, list_images(paths), top=top, class_names=class_names, batch_size=batch_size
+    )
+    if failures:
+        raise ValueError(failures[0][1])
+    return results
+
+
+def classify_each(
+    model: keras.Model,
+    paths,
+    *,
+    top: int = 5,
+    class_names: list[str] | None = None,
+    batch_size: int = 16,
+) -> tuple[list[tuple[str, list[tuple[str, str, float]]]], list[tuple[str, str]]]:
+    """Classifies every readable image and lists the others with the reason.
+
+    As `classify`, but a path that cannot be read (missing, not an image,
+    damaged) does not stop the others.
+
+    Args:
+        model: As in `classify`.
+        paths: Image files and/or folders.
+        top: Classes per image.
+        class_names: As in `classify`.
+        batch_size: Images per forward pass.
+
+    Returns:
+        `(results, failures)`: results as `classify` returns them, and
+        `(path, reason)` for each path that could not be classified.
+
+    Raises:
+        ValueError: the class names do not fit the model.
+
+    Example:
+
+    >>> results, failures = classify_each(model, ["cat.jpg", "/etc/hostname"])
+    >>> failures
+    [('/etc/hostname', "Could not read '/etc/hostname' as an image: ...")]
     """
     outputs = model.output_shape[-1]
     if class_names is None and outputs != NUM_CLASSES:
@@ -170,22 +245,36 @@ def classify(
         raise ValueError(
             f"{len(class_names)} class names were given for a model with {outputs} outputs."
         )
-    files = list_images(paths)
-    data_format = keras.config.image_data_format()
-    size = _image_size(model, data_format)
-    carries_preprocessing = any(layer.name == PREPROCESSING_LAYER for layer in model.layers)
+    files, failures = gather_images(paths)
+    size = _image_size(model, keras.config.image_data_format())
     results = []
     for start in range(0, len(files), batch_size):
-        batch_files = files[start : start + batch_size]
-        images = np.stack([load_image(path, size) for path in batch_files]).astype("float32")
-        if data_format == "channels_first":
-            images = np.transpose(images, (0, 3, 1, 2))
-        if not carries_preprocessing:
-            images = preprocess_input(images, data_format=data_format)
-        preds = keras.ops.convert_to_numpy(model(images, training=False)).astype("float64")
-        if _outputs_logits(model):
-            preds = np.exp(preds - preds.max(axis=1, keepdims=True))
-            preds /= preds.sum(axis=1, keepdims=True)
-        decoded = decode_predictions(preds, top=min(top, outputs), class_names=class_names)
-        results += list(zip(batch_files, decoded))
-    return results
+        images, readable = [], []
+        for path in files[start : start + batch_size]:
+            try:
+                images.append(load_image(path, size))
+                readable.append(path)
+            except ValueError as error:
+                failures.append((path, str(error)))
+        if readable:
+            probabilities = _probabilities(model, np.stack(images))
+            decoded = decode_predictions(
+                probabilities, top=min(top, outputs), class_names=class_names
+            )
+            results += list(zip(readable, decoded))
+    return results, failures
+
+
+def _probabilities(model: keras.Model, images: np.ndarray) -> np.ndarray:
+    """The model's class probabilities (float64) for a batch of uint8 RGB crops."""
+    data_format = keras.config.image_data_format()
+    images = images.astype("float32")
+    if data_format == "channels_first":
+        images = np.transpose(images, (0, 3, 1, 2))
+    if not any(layer.name == PREPROCESSING_LAYER for layer in model.layers):
+        images = preprocess_input(images, data_format=data_format)
+    preds = keras.ops.convert_to_numpy(model(images, training=False)).astype("float64")
+    if _outputs_logits(model):
+        preds = np.exp(preds - preds.max(axis=1, keepdims=True))
+        preds /= preds.sum(axis=1, keepdims=True)
+    return preds

@@ -111,6 +111,24 @@ def imagenet_weights_path(model_name: str) -> str:
     raise FileNotFoundError(
         f"The ImageNet weights of {model_name} are not in the weights cache "
         f"{folder!r}. keras-sge cannot download the authors' files itself. "
+        + fetch_instructions(model_name)
+    )
+
+
+def fetch_instructions(model_name: str) -> str:
+    """How to put a model's ImageNet weights into the cache (for error messages).
+
+    Args:
+        model_name: A key of `PRETRAINED`, e.g. `"sge_resnet50"`.
+
+    Returns:
+        The authors' download links, the file name and folder to save it
+        under, and how to convert it to a `.weights.h5` file.
+    """
+    spec = PRETRAINED[model_name]
+    folder = weights_dir()
+    converted = os.path.join(folder, f"{model_name}.weights.h5")
+    return (
         "Download the checkpoint once from the authors (PytorchInsight README, "
         f"'Results of SGENet'): Google Drive {spec.google_drive} or Baidu Drive "
         f"{spec.baidu_drive} (code {spec.baidu_code}), and save it as "
@@ -119,4 +137,23 @@ def imagenet_weights_path(model_name: str) -> str:
         "authors publish none). Reading a .pth.tar needs torch; "
         f"applications/convert_checkpoint.py can write {converted!r} instead, "
         "which loads without torch."
+    )
+
+
+def damaged_cache_error(model_name: str, path: str, error: Exception) -> ValueError:
+    """The error for a cached ImageNet file that cannot be read.
+
+    Args:
+        model_name: A key of `PRETRAINED`.
+        path: The cached file.
+        error: What reading it raised.
+
+    Returns:
+        A `ValueError` naming the file, the cache folder and how to fetch the
+        file again.
+    """
+    return ValueError(
+        f"The cached ImageNet weights {path!r} of {model_name} (weights cache "
+        f"{weights_dir()!r}) could not be read: {error} The file is damaged or "
+        "incomplete: delete it and fetch it again. " + fetch_instructions(model_name)
     )

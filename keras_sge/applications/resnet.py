@@ -158,6 +158,10 @@ def _input_shape(input_shape, input_tensor, include_top, data_format):
     return input_shape
 
 
+# The first bytes of every HDF5 file Keras writes (no user block).
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
 def _weights_kind(weights) -> str | None:
     """Returns None, "keras" or "pytorch" for a valid `weights` argument."""
     if weights is None:
@@ -242,15 +246,10 @@ def build_resnet(
         )
     kind, blocks_per_stage = _ARCHITECTURES[depth]
     expansion = _EXPANSION[kind]
+    pretrained_name = None
     if _weights_kind(weights) == "imagenet":
-        from keras_sge.applications import pretrained
-
-        if include_top and classes != 1000:
-            raise ValueError(
-                "If using `weights='imagenet'` with `include_top=True`, "
-                f"`classes` should be 1000. Received: classes={classes}"
-            )
-        weights = pretrained.imagenet_weights_path(f"{'sge_' if attention else ''}resnet{depth}")
+        pretrained_name = f"{'sge_' if attention else ''}resnet{depth}"
+        weights = _cached_imagenet_weights(pretrained_name, include_top, classes)
     if pooling not in (None, "avg", "max"):
         raise ValueError(
             f"`pooling` must be one of None, 'avg' or 'max'. Received: pooling={pooling!r}"
@@ -333,8 +332,34 @@ def build_resnet(
     model = keras.Model(model_inputs, x, name=name)
 
     if weights is not None:
-        load_weights(model, weights)
+        try:
+            load_weights(model, weights)
+        except ValueError as error:
+            if pretrained_name is None:
+                raise
+            # The architecture is the file's own: a failure means the file is bad.
+            from keras_sge.applications import pretrained
+
+            raise pretrained.damaged_cache_error(pretrained_name, weights, error) from error
     return model
+
+
+def _cached_imagenet_weights(name: str, include_top: bool, classes: int) -> str:
+    """The cached ImageNet file of model `name`, a `.weights.h5` one checked before building."""
+    from keras_sge.applications import pretrained
+
+    if include_top and classes != 1000:
+        raise ValueError(
+            "If using `weights='imagenet'` with `include_top=True`, "
+            f"`classes` should be 1000. Received: classes={classes}"
+        )
+    path = pretrained.imagenet_weights_path(name)
+    if path.endswith(".weights.h5"):
+        try:
+            check_weights_file(path)
+        except DamagedWeightsFileError as error:
+            raise pretrained.damaged_cache_error(name, path, error) from error
+    return path
 
 
 def load_weights(model: keras.Model, weights: str | os.PathLike) -> None:
@@ -356,11 +381,57 @@ def load_weights(model: keras.Model, weights: str | os.PathLike) -> None:
             "builder (e.g. `SGEResNet50(weights='imagenet')`) to use the cache."
         )
     if kind == "keras":
-        model.load_weights(os.fspath(weights))
+        _load_weights_file(model, os.fspath(weights))
     else:
         from keras_sge.applications.checkpoint import load_pytorch_checkpoint
 
         load_pytorch_checkpoint(model, weights)
+
+
+class DamagedWeightsFileError(ValueError):
+    """Raised for a weights file that exists but cannot be read."""
+
+
+def check_weights_file(path: str | os.PathLike) -> None:
+    """Refuses a `.weights.h5` path that is missing or not a readable HDF5 file.
+
+    Args:
+        path: The weights file.
+
+    Raises:
+        FileNotFoundError: No file at `path`.
+        DamagedWeightsFileError: The file is empty, truncated, damaged or of
+            another format; the message names it.
+    """
+    import h5py  # a dependency of Keras
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No weights file at {path!r}.")
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        signature = f.read(len(_HDF5_SIGNATURE))
+    if signature != _HDF5_SIGNATURE:
+        raise DamagedWeightsFileError(
+            f"The weights file {path!r} ({size:,} bytes) is not an HDF5 file: it is "
+            "empty, truncated, damaged or of another format."
+        )
+    try:
+        with h5py.File(path, "r"):
+            pass
+    except OSError as error:
+        raise DamagedWeightsFileError(
+            f"The weights file {path!r} ({size:,} bytes) is damaged or truncated: {error}"
+        ) from error
+
+
+def _load_weights_file(model: keras.Model, path: str) -> None:
+    """`model.load_weights` of a `.weights.h5` file, with errors that name the file."""
+    check_weights_file(path)
+    try:
+        model.load_weights(path)
+    except OSError as error:  # h5py: damage found past the file's header
+        raise DamagedWeightsFileError(f"The weights file {path!r} is damaged: {error}") from error
 
 
 def pyramid_outputs(model: keras.Model) -> dict:

@@ -10,6 +10,7 @@ import re
 import keras
 
 from keras_sge.applications import checkpoint, resnet
+from keras_sge.applications.loading import load_model_file
 from keras_sge.layers import SpatialGroupEnhance
 
 HEAD_LAYER = "fc"
@@ -218,7 +219,7 @@ def transfer_weights(
     if path.endswith(_PYTORCH_SUFFIXES):
         return _from_pytorch(model, path, allow_new_head, allow_missing_sge)
     if path.endswith(".keras"):
-        source_model = keras.saving.load_model(path, compile=False)
+        source_model = load_model_file(path)
     elif path.endswith(".weights.h5"):
         source_model = _twin_for_weights_file(model, path)
     else:

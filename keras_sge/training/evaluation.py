@@ -5,14 +5,18 @@ from __future__ import annotations
 import math
 
 import keras
-import numpy as np
 
 from keras_sge.applications import MODELS, create_model
+from keras_sge.applications.loading import NonFiniteWeightsError, check_finite_weights
 from keras_sge.training.trainer import accuracy_metrics
 
 
 class IncompatibleModelError(ValueError):
     """Raised when a model cannot give meaningful numbers on a dataset."""
+
+
+class ClassNamesMismatchError(IncompatibleModelError):
+    """Raised when a model was trained on classes other than the dataset's."""
 
 
 def check_model(model: keras.Model, num_classes: int | None = None) -> None:
@@ -33,12 +37,60 @@ def check_model(model: keras.Model, num_classes: int | None = None) -> None:
             f"{num_classes}: its numbers would mean nothing. Use a model trained on "
             "this dataset (or a dataset with the model's classes)."
         )
-    for variable in model.weights:
-        if not np.all(np.isfinite(keras.ops.convert_to_numpy(variable))):
-            raise IncompatibleModelError(
-                f"The model {model.name!r} has non-finite values (NaN or inf) in "
-                f"{variable.path!r}: the file is damaged or comes from a diverged run."
-            )
+    try:
+        check_finite_weights(model)
+    except NonFiniteWeightsError as error:
+        raise IncompatibleModelError(str(error)) from None
+
+
+def class_names_mismatch(
+    model_names: list[str] | None, dataset_names: list[str] | None
+) -> str | None:
+    """Says how a model's training classes differ from a dataset's, if they do.
+
+    Args:
+        model_names: The classes the model was trained on, by output index
+            (`None`: unknown, nothing to compare).
+        dataset_names: The dataset's classes, by label (`None`: unknown).
+
+    Returns:
+        `None` when the lists are equal or one is unknown; otherwise a
+        description naming both lists and what differs.
+
+    Example:
+
+    >>> class_names_mismatch(["ant", "bee"], ["bee", "ant"])
+    "model's classes (2): ['ant', 'bee']; dataset's (2): ['bee', 'ant']; ..."
+    """
+    if model_names is None or dataset_names is None:
+        return None
+    model_names, dataset_names = list(model_names), list(dataset_names)
+    if model_names == dataset_names:
+        return None
+    parts = [
+        f"model's classes ({len(model_names)}): {_abridged(model_names)}",
+        f"dataset's ({len(dataset_names)}): {_abridged(dataset_names)}",
+    ]
+    only_model = [name for name in model_names if name not in set(dataset_names)]
+    only_dataset = [name for name in dataset_names if name not in set(model_names)]
+    if only_model:
+        parts.append(f"only the model's: {_abridged(only_model)}")
+    if only_dataset:
+        parts.append(f"only the dataset's: {_abridged(only_dataset)}")
+    if not only_model and not only_dataset:
+        moved = [
+            f"label {i}: model {a!r}, dataset {b!r}"
+            for i, (a, b) in enumerate(zip(model_names, dataset_names))
+            if a != b
+        ]
+        parts.append(f"same names in another order ({_abridged(moved)})")
+    return "; ".join(parts)
+
+
+def _abridged(items: list, limit: int = 20) -> str:
+    if len(items) <= limit:
+        return repr(items)
+    return f"{items[: limit // 2]!r} ... and {len(items) - limit // 2} more"
 
 
 def evaluate(
@@ -115,6 +167,7 @@ def evaluate_model_file(
     manual_dir: str | None = None,
     steps: int | None = None,
     verbose: str | int = "auto",
+    class_names: list[str] | None = None,
 ) -> dict[str, float]:
     """Loads a model and measures its top-1/top-5 on a dataset split.
 
@@ -135,6 +188,9 @@ def evaluate_model_file(
         manual_dir: folder of manually downloaded archives.
         steps: evaluate only this many batches.
         verbose: `model.evaluate` verbosity.
+        class_names: the classes the model was trained on, by output index
+            (e.g. from its run's `config.json`); refused when they differ
+            from the dataset's (`None`: not checked).
 
     Returns:
         `{"top1", "top5", "loss"}` (accuracies as fractions), `"model"` (the
@@ -143,8 +199,9 @@ def evaluate_model_file(
         random sample of the split, the same on every call).
 
     Raises:
-        IncompatibleModelError: the model's classes differ from the dataset's,
-            or its weights or outputs are not finite.
+        IncompatibleModelError: the model's number of classes differs from
+            the dataset's, or its weights or outputs are not finite.
+        ClassNamesMismatchError: `class_names` differ from the dataset's.
 
     Example:
 
@@ -177,6 +234,12 @@ def evaluate_model_file(
         input_shape = (3, image_size, image_size) if channels_first else (image_size, image_size, 3)
         network = create_model(model, weights, input_shape=input_shape, classes=info.num_classes)
     check_model(network, info.num_classes)
+    mismatch = class_names_mismatch(class_names, info.class_names)
+    if mismatch:
+        raise ClassNamesMismatchError(
+            f"The model {network.name!r} was trained on other classes than {dataset!r} "
+            f"has: {mismatch}. Its accuracy there would compare unrelated labels."
+        )
     measured = evaluate(network, images, steps=steps, verbose=verbose)
     extra = {} if steps is None else {"partial": True, "evaluated_batches": steps}
     return {

@@ -12,7 +12,7 @@ extras (`pip install "keras-sge[train]"`, `"keras-sge[viz]"`,
 
 __version__ = "0.2.0"
 
-from keras_sge import applications, layers  # noqa: E402,F401
+from keras_sge import applications, layers, ops  # noqa: E402,F401
 from keras_sge._lazy import lazy_exports, register_deferred_class  # noqa: E402
 
 __getattr__, __dir__ = lazy_exports(

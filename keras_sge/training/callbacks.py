@@ -22,32 +22,32 @@ class NonFiniteLossError(FloatingPointError):
     """Raised when the training loss becomes NaN or infinite."""
 
 
-class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Aborts `fit` with a clear message as soon as the training loss is NaN/inf.
+class StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
+    """`keras.callbacks.TerminateOnNaN(raise_error=True)` with a message saying what to do.
 
-    Unlike `keras.callbacks.TerminateOnNaN`, which lets the epoch end (so that
-    checkpoint callbacks would save the broken weights), this raises
-    `NonFiniteLossError` from the batch: the epoch never ends, and the last
-    checkpoints and `BackupAndRestore` state stay those of the last good epoch.
+    Raising from the batch (rather than stopping at the epoch's end) means the
+    epoch never ends: the checkpoints and the `BackupAndRestore` state stay
+    those of the last good epoch. Raises `NonFiniteLossError`.
     """
 
     def __init__(self):
-        super().__init__()
+        super().__init__(raise_error=True)
         self._epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(np.asarray(loss))):
+    def on_batch_end(self, batch, logs=None):
+        try:
+            super().on_batch_end(batch, logs)
+        except RuntimeError:
             raise NonFiniteLossError(
-                f"Training stopped: the loss became {float(np.asarray(loss))} at epoch "
+                f"Training stopped: the loss became {float(np.asarray(logs['loss']))} at epoch "
                 f"{self._epoch + 1}, batch {batch + 1}. The checkpoints and the "
                 "backup hold the last finished epoch. Lower the learning rate "
                 "(--lr), add warmup (--warmup-epochs), or use float32/bfloat16 "
                 "instead of float16."
-            )
+            ) from None
 
 
 class LearningRateLogger(keras.callbacks.Callback):

@@ -19,6 +19,7 @@ import argparse
 import sys
 
 from keras_sge.applications import MODELS
+from keras_sge.applications.suffixes import KERAS_MODEL_SUFFIX, KERAS_WEIGHTS_SUFFIX
 from keras_sge.programs.arguments import add_model_arguments, image_size, integer
 
 
@@ -57,7 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     """The flags of the command line `argv` (default: `sys.argv[1:]`), checked."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.output.endswith((".keras", ".weights.h5")):
+    if not args.output.endswith((KERAS_MODEL_SUFFIX, KERAS_WEIGHTS_SUFFIX)):
         parser.error(f"--output must end in .keras or .weights.h5, got {args.output!r}")
     return args
 
@@ -78,7 +79,7 @@ def main(argv=None) -> int:
         input_shape=input_shape,
         classes=args.classes,
     )
-    if args.output.endswith(".keras"):
+    if args.output.endswith(KERAS_MODEL_SUFFIX):
         model.save(args.output)
     else:
         model.save_weights(args.output)

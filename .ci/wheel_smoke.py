@@ -6,6 +6,7 @@ JAX as the only backend and runs this file from a temporary folder, so that
 """
 
 import os
+import subprocess
 import sys
 import tempfile
 
@@ -37,4 +38,8 @@ with tempfile.TemporaryDirectory() as folder:
     np.testing.assert_allclose(
         loaded.predict(np.zeros((1, 32, 32, 3), "float32"), verbose=0), probabilities, atol=1e-6
     )
+# The programs' console entry points (their flags need only the core).
+script = os.path.join(os.path.dirname(sys.executable), "keras-sge-predict")
+shown = subprocess.run([script, "--help"], capture_output=True, text=True, check=False)
+assert shown.returncode == 0 and "--model" in shown.stdout, shown.stderr[-2000:]
 print(f"wheel smoke test passed: keras_sge {keras_sge.__version__} from {keras_sge.__file__}")

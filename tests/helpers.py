@@ -1,5 +1,6 @@
 """Helpers shared by the tests; fixtures and hooks live in conftest.py."""
 
+import importlib
 import importlib.util
 import json
 import os
@@ -76,7 +77,13 @@ def load_in_fresh_process(paths, backend: str = BACKEND) -> dict:
 
 
 def load_program(name: str) -> ModuleType:
-    """Imports `applications/<name>.py` as a module, to call its `main`."""
+    """The module of program `name`, to call its `main`.
+
+    `keras_sge.programs.<name>` where the program lives in the package, else
+    `applications/<name>.py` imported as a module.
+    """
+    if importlib.util.find_spec(f"keras_sge.programs.{name}") is not None:
+        return importlib.import_module(f"keras_sge.programs.{name}")
     path = os.path.join(REPOSITORY, "applications", name + ".py")
     spec = importlib.util.spec_from_file_location(name + "_program", path)
     module = importlib.util.module_from_spec(spec)

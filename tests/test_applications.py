@@ -284,3 +284,30 @@ def test_create_model_builds_by_name_or_loads_a_keras_file(tmp_path):
         applications.create_model(str(tmp_path / "m.h5"))
     with pytest.raises(FileNotFoundError, match="missing.keras"):
         applications.create_model(str(tmp_path / "missing.keras"))
+
+
+@pytest.mark.backend_independent
+def test_registry_and_builders_come_from_the_table_of_variants(monkeypatch):
+    from keras_sge.applications import resnet
+    from keras_sge.applications.variants import VARIANTS
+
+    calls = []
+    monkeypatch.setattr(resnet, "build_resnet", lambda **kwargs: calls.append(kwargs))
+    assert list(applications.MODELS) == [variant.name for variant in VARIANTS]
+    for variant in VARIANTS:
+        spec = applications.MODELS[variant.name]
+        builder = getattr(applications, variant.function)
+        assert spec.builder is builder
+        assert (spec.depth, spec.attention, spec.params) == (
+            variant.depth,
+            variant.attention,
+            variant.params,
+        )
+        assert (spec.paper_top1, spec.paper_top5) == (variant.paper_top1, variant.paper_top5)
+        builder(classes=7)
+        arguments = calls.pop()
+        assert arguments["depth"] == variant.depth and arguments["attention"] == variant.attention
+        assert arguments["name"] == variant.name and arguments["classes"] == 7
+        assert ("groups" in arguments) == variant.attention
+        assert variant.block == ("bottleneck" if variant.depth >= 50 else "basic")
+        assert f"{'SGE-' if variant.attention else ''}ResNet{variant.depth}" in builder.__doc__

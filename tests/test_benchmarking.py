@@ -11,7 +11,7 @@ import pytest
 
 import benchmarks
 from benchmarks import worker
-from keras_sge.applications import resnet
+from keras_sge.applications import variants
 from keras_sge.layers import SpatialGroupEnhance
 from tests.helpers import BACKEND, subprocess_env
 from tests.reference import sge_reference
@@ -170,7 +170,7 @@ def test_compare_backends_reports_missing_and_timed_out_backends(tmp_path, monke
 
 
 def test_compare_depths_are_the_builders():
-    assert benchmarks.RESNET_DEPTHS == tuple(sorted(resnet._ARCHITECTURES))
+    assert benchmarks.RESNET_DEPTHS == tuple(sorted(variants.ARCHITECTURES))
 
 
 def test_quick_config_uses_resnet18_unless_told_otherwise(tmp_path):

@@ -183,46 +183,6 @@ def test_missing_torch_gives_a_clear_error(monkeypatch, tmp_path):
         applications.load_pytorch_checkpoint(model, str(tmp_path / "x.pth"))
 
 
-@pytest.mark.skipif(
-    BACKEND != "tensorflow",
-    reason="the conversion runs on every backend in the tests above; the "
-    "program around it (a subprocess, ~1 min) runs once, in the tensorflow pass",
-)
-def test_convert_checkpoint_program(tmp_path):
-    torch.manual_seed(6)
-    net = randomize_torch_network(torch_resnet.sge_resnet18(num_classes=10), seed=7)
-    images = np.random.default_rng(8).normal(size=(2, 3, 64, 64)).astype("float32")
-    logits, _ = torch_outputs(net, images)
-    path = str(tmp_path / "sge_resnet18.pth.tar")
-    save_as_authors(net, path)
-    output = str(tmp_path / "sge_resnet18.keras")
-    result = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, "applications", "convert_checkpoint.py"),
-            "--model",
-            "sge_resnet18",
-            "--weights",
-            path,
-            "--output",
-            output,
-            "--classes",
-            "10",
-            "--image-size",
-            "64",
-        ],
-        env=subprocess_env(BACKEND),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert f"{sum(p.numel() for p in net.parameters()):,} parameters" in result.stdout
-    model = keras.saving.load_model(output)
-    model.get_layer("fc").activation = keras.activations.linear  # compare logits, not softmax
-    assert _max_abs(_keras_forward(model, images), logits) <= TOLERANCE
-
-
 def test_evaluate_program_measures_an_authors_checkpoint_like_pytorch(tmp_path, capsys):
     from keras_sge import data
 
@@ -260,3 +220,48 @@ def test_evaluate_program_measures_an_authors_checkpoint_like_pytorch(tmp_path, 
     logits, _ = torch_outputs(net, np.ascontiguousarray(images))
     assert measured["top1"] == pytest.approx(np.mean(np.argmax(logits, -1) == labels), abs=1e-6)
     assert measured["model"] == "sge_resnet18" and measured["weights"] == path
+
+
+_LOAD_CONVERTED = """
+import sys
+import keras
+import numpy as np
+import keras_sge
+model = keras.saving.load_model(sys.argv[1])  # plain Keras calls after `import keras_sge`
+images = np.load(sys.argv[3])
+from_model_file = model.predict(images, verbose=0)
+for variable in model.weights:  # forget them, then read them from the .weights.h5 file
+    variable.assign(np.zeros(variable.shape, variable.dtype))
+model.load_weights(sys.argv[2])
+np.save(sys.argv[4], np.stack([from_model_file, model.predict(images, verbose=0)]))
+"""
+
+
+def test_convert_checkpoint_outputs_load_in_a_fresh_process(tmp_path):
+    torch.manual_seed(6)
+    net = randomize_torch_network(torch_resnet.sge_resnet18(num_classes=3), seed=7)
+    checkpoint = str(tmp_path / "sge_resnet18.pth.tar")
+    save_as_authors(net, checkpoint)
+    convert = load_program("convert_checkpoint").main
+    outputs = {}
+    for suffix in (".keras", ".weights.h5"):
+        outputs[suffix] = str(tmp_path / f"converted{suffix}")
+        argv = ["--model", "sge_resnet18", "--weights", checkpoint, "--output", outputs[suffix]]
+        assert convert([*argv, "--classes", "3", "--image-size", "64"]) == 0
+    # 64 px: layer4 is 2x2 (PyTorch's unbiased std of SGE is NaN at 1x1).
+    images = np.random.default_rng(8).normal(size=(2, 3, 64, 64)).astype("float32")
+    logits, _ = torch_outputs(net, images)
+    np.save(tmp_path / "images.npy", images.transpose(0, 2, 3, 1))
+    done = subprocess.run(
+        [sys.executable, "-c", _LOAD_CONVERTED, outputs[".keras"], outputs[".weights.h5"]]
+        + [str(tmp_path / "images.npy"), str(tmp_path / "predicted.npy")],
+        env=subprocess_env(BACKEND),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+    for predicted in np.load(tmp_path / "predicted.npy"):  # from the .keras, then the .weights.h5
+        np.testing.assert_allclose(predicted, expected, atol=1e-5)

@@ -1,12 +1,15 @@
 """The package's shape: a light core, extras that say what to install."""
 
+import importlib
+import importlib.util
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
-from tests.helpers import BACKEND, load_program, subprocess_env
+from tests.helpers import BACKEND, REPOSITORY, load_program, subprocess_env
 
 _LIGHT_IMPORT = """
 import json, sys
@@ -101,3 +104,44 @@ def test_every_program_takes_model_and_shows_a_runnable_example(program, capsys)
         assert "--model" in shown
     if program in ("evaluate", "predict", "convert_checkpoint", "visualize", "train"):
         assert "--weights" in shown
+
+
+PACKAGED_PROGRAMS = ("train", "evaluate", "predict", "convert_checkpoint", "visualize", "ablate")
+
+
+@pytest.mark.backend_independent
+def test_programs_are_offered_three_ways():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    with open(os.path.join(REPOSITORY, "pyproject.toml"), "rb") as f:
+        scripts = tomllib.load(f)["project"]["scripts"]
+    assert scripts == {
+        f"keras-sge-{name.replace('_', '-')}": f"keras_sge.programs.{name}:main"
+        for name in PACKAGED_PROGRAMS
+    }
+    for name in PACKAGED_PROGRAMS:
+        program = importlib.import_module(f"keras_sge.programs.{name}")
+        path = os.path.join(REPOSITORY, "applications", f"{name}.py")
+        spec = importlib.util.spec_from_file_location(f"thin_{name}", path)
+        thin = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(thin)
+        assert thin.main is program.main  # applications/<name>.py only calls it
+        with open(path) as f:
+            assert len(f.read().splitlines()) <= 10
+
+
+@pytest.mark.backend_independent
+@pytest.mark.parametrize(
+    "command",
+    [["applications/predict.py", "--help"], ["-m", "keras_sge.programs.convert_checkpoint", "-h"]],
+)
+def test_a_program_runs_as_a_file_and_as_a_module(command):
+    done = subprocess.run(
+        [sys.executable, *command],
+        env=subprocess_env("jax"),
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "--model" in done.stdout and "Installed with pip, the same program is" in done.stdout

@@ -40,7 +40,7 @@ def test_program_on_image_files(tmp_path, rng):
         Image.fromarray(rng.integers(0, 256, size=size + (3,)).astype("uint8")).save(file)
         files.append(str(file))
     out = tmp_path / "vis"
-    paths = _program().main(
+    paths = _program().run(
         files
         + ["--model", str(tmp_path / "tiny.keras"), "--output-dir", str(out), "--num-groups", "2"]
     )
@@ -69,7 +69,7 @@ def test_program_rejects_bad_models(tmp_path):
 def test_program_on_demo_images(tmp_path):
     # The demo data is generated once into its default cache and reused.
     _small_model(str(tmp_path / "tiny.keras"))
-    paths = _program().main(
+    paths = _program().run(
         [
             "--model",
             str(tmp_path / "tiny.keras"),

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 
 from keras_sge.applications.registry import MODELS, model_spec
+from keras_sge.applications.suffixes import CHECKPOINT_SUFFIXES, KERAS_MODEL_SUFFIX
 
 
 def create_model(
@@ -53,12 +54,12 @@ def create_model(
         return model_spec(path).builder(
             weights=weights, input_shape=input_shape, classes=classes, **builder_kwargs
         )
-    if path.endswith((".pth", ".pth.tar", ".pt", ".tar", ".weights.h5")):
+    if path.endswith(CHECKPOINT_SUFFIXES):
         raise ValueError(
             f"{path!r} is a checkpoint, not a model: pass it as weights= (--weights) "
             "and name its architecture as model= (--model), e.g. 'sge_resnet50'."
         )
-    if not path.endswith(".keras"):
+    if not path.endswith(KERAS_MODEL_SUFFIX):
         raise ValueError(
             f"`model` must be a model name ({', '.join(MODELS)}) or a .keras file. "
             f"Received: model={path!r}"

@@ -1,4 +1,4 @@
-"""The models keras-sge builds, by name: one table for every program and API.
+"""The models keras-sge builds, by name, with their builders (from `variants.VARIANTS`).
 
 Training, evaluation, the programs, the checkpoint converter and the
 benchmarks all look a model up here, so a new model is added in one place.
@@ -12,6 +12,7 @@ from collections.abc import Callable
 import keras
 
 from keras_sge.applications import resnet
+from keras_sge.applications.variants import VARIANTS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,17 +39,18 @@ class ModelSpec:
     paper_top5: float | None = None
 
 
-_SPECS = (
-    ModelSpec("sge_resnet50", resnet.SGEResNet50, 50, True, 25_559_080, 0.77584, 0.93664),
-    ModelSpec("sge_resnet101", resnet.SGEResNet101, 101, True, 44_553_384, 0.78798, 0.94368),
-    ModelSpec("resnet50", resnet.ResNet50, 50, False, 25_557_032, 0.76384, 0.92908),
-    ModelSpec("resnet101", resnet.ResNet101, 101, False, 44_549_160, 0.78200, 0.93906),
-    ModelSpec("sge_resnet18", resnet.SGEResNet18, 18, True, 11_690_536),
-    ModelSpec("sge_resnet34", resnet.SGEResNet34, 34, True, 21_799_720),
-    ModelSpec("resnet18", resnet.ResNet18, 18, False, 11_689_512),
-    ModelSpec("resnet34", resnet.ResNet34, 34, False, 21_797_672),
+_SPECS = tuple(
+    ModelSpec(
+        name=variant.name,
+        builder=getattr(resnet, variant.function),
+        depth=variant.depth,
+        attention=variant.attention,
+        params=variant.params,
+        paper_top1=variant.paper_top1,
+        paper_top5=variant.paper_top5,
+    )
+    for variant in VARIANTS
 )
-
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}
 
 

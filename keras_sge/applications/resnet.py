@@ -22,20 +22,14 @@ import warnings
 import keras
 
 from keras_sge.applications.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from keras_sge.applications.suffixes import KERAS_WEIGHTS_SUFFIX, PYTORCH_SUFFIXES
+from keras_sge.applications.variants import ARCHITECTURES, VARIANTS, VARIANTS_BY_NAME
 from keras_sge.layers import SpatialGroupEnhance, check_groups
 
 _DEFAULT_SIZE = 224
 _MIN_SIZE = 32
 _STAGE_WIDTHS = (64, 128, 256, 512)
-# depth -> (block kind, blocks per stage)
-_ARCHITECTURES = {
-    18: ("basic", (2, 2, 2, 2)),
-    34: ("basic", (3, 4, 6, 3)),
-    50: ("bottleneck", (3, 4, 6, 3)),
-    101: ("bottleneck", (3, 4, 23, 3)),
-}
 _EXPANSION = {"basic": 1, "bottleneck": 4}
-_PYTORCH_SUFFIXES = (".pth", ".pth.tar", ".pt", ".tar")
 _BN_EPSILON = 1e-5
 _BN_MOMENTUM = 0.9  # PyTorch's momentum 0.1
 _RESERVED_SGE_OPTIONS = ("groups", "data_format", "name", "dtype")
@@ -177,9 +171,9 @@ def _weights_kind(weights) -> str | None:
             f"Received: weights={weights!r}"
         )
     path = os.fspath(weights)
-    if path.endswith(".weights.h5"):
+    if path.endswith(KERAS_WEIGHTS_SUFFIX):
         kind = "keras"
-    elif path.endswith(_PYTORCH_SUFFIXES):
+    elif path.endswith(PYTORCH_SUFFIXES):
         kind = "pytorch"
     else:
         raise ValueError(
@@ -240,12 +234,11 @@ def build_resnet(
     Returns:
         A `keras.Model`.
     """
-    if depth not in _ARCHITECTURES:
+    if depth not in ARCHITECTURES:
         raise ValueError(
-            f"`depth` must be one of {sorted(_ARCHITECTURES)}. Received: depth={depth!r}"
+            f"`depth` must be one of {sorted(ARCHITECTURES)}. Received: depth={depth!r}"
         )
-    kind, blocks_per_stage = _ARCHITECTURES[depth]
-    expansion = _EXPANSION[kind]
+    kind, blocks_per_stage = ARCHITECTURES[depth]
     pretrained_name = None
     if _weights_kind(weights) == "imagenet":
         pretrained_name = f"{'sge_' if attention else ''}resnet{depth}"
@@ -256,12 +249,10 @@ def build_resnet(
         )
     if include_top and (isinstance(classes, bool) or not isinstance(classes, int) or classes < 1):
         raise ValueError(f"`classes` must be a positive integer. Received: classes={classes!r}")
-    stage_channels = [w * expansion for w in _STAGE_WIDTHS]
+    stage_channels = [w * _EXPANSION[kind] for w in _STAGE_WIDTHS]
     sge_kwargs = _sge_kwargs(attention, groups, sge_options, stage_channels)
     data_format = keras.config.image_data_format()
     input_shape = _input_shape(input_shape, input_tensor, include_top, data_format)
-    if name is None:
-        name = f"{'sge_' if attention else ''}resnet{depth}"
 
     if input_tensor is None:
         inputs = keras.Input(shape=input_shape)
@@ -269,66 +260,16 @@ def build_resnet(
         inputs = keras.Input(tensor=input_tensor, shape=input_shape)
     else:
         inputs = input_tensor
-
-    x = inputs
-    if include_preprocessing:
-        # RGB in [0, 255] -> (x / 255 - mean) / std, as preprocess_input.
-        x = keras.layers.Normalization(
-            axis=-1 if data_format == "channels_last" else 1,
-            mean=[255.0 * m for m in IMAGENET_MEAN],
-            variance=[(255.0 * s) ** 2 for s in IMAGENET_STD],
-            name="preprocessing",
-        )(x)
-    x = _conv(x, 64, 7, 2, "conv1", data_format)
-    x = _batch_norm(x, "bn1", data_format)
-    x = keras.layers.ReLU(name="relu")(x)
-    # Zero padding equals PyTorch's -inf padding here: the inputs are >= 0.
-    x = keras.layers.ZeroPadding2D(1, data_format=data_format, name="maxpool_pad")(x)
-    x = keras.layers.MaxPooling2D(3, 2, data_format=data_format, name="maxpool")(x)
-
-    in_channels = 64
-    for stage, (width, blocks) in enumerate(zip(_STAGE_WIDTHS, blocks_per_stage)):
-        for index in range(blocks):
-            strides = 2 if stage > 0 and index == 0 else 1
-            project = index == 0 and (strides != 1 or in_channels != width * expansion)
-            x = _block(
-                x,
-                kind,
-                width,
-                strides,
-                project,
-                f"layer{stage + 1}_{index}",
-                data_format,
-                sge_kwargs,
-            )
-            in_channels = width * expansion
-
-    if include_top:
-        x = keras.layers.GlobalAveragePooling2D(data_format=data_format, name="avgpool")(x)
-        # PyTorch's nn.Linear initialisation: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-        bound = in_channels**-0.5
-        x = keras.layers.Dense(
-            classes,
-            activation=classifier_activation,
-            kernel_initializer=keras.initializers.VarianceScaling(
-                scale=1.0 / 3.0, mode="fan_in", distribution="uniform"
-            ),
-            bias_initializer=keras.initializers.RandomUniform(-bound, bound),
-            # Logits and softmax in float32 under mixed precision.
-            dtype="float32",
-            name="fc",
-        )(x)
-    elif pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D(data_format=data_format, name="avgpool")(x)
-    elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D(data_format=data_format, name="global_maxpool")(x)
-
+    x = _stem(inputs, data_format, include_preprocessing)
+    x = _stages(x, kind, blocks_per_stage, data_format, sge_kwargs)
+    x = _top(x, include_top, pooling, classes, classifier_activation, data_format)
     if input_tensor is not None:
         model_inputs = keras.utils.get_source_inputs(input_tensor)
         if len(model_inputs) == 1:
             model_inputs = model_inputs[0]
     else:
         model_inputs = inputs
+    name = name or f"{'sge_' if attention else ''}resnet{depth}"
     model = keras.Model(model_inputs, x, name=name)
 
     if weights is not None:
@@ -344,6 +285,62 @@ def build_resnet(
     return model
 
 
+def _stem(x, data_format, include_preprocessing):
+    """(Normalisation,) 7x7 convolution, BatchNorm, ReLU and max pooling: stride 4."""
+    if include_preprocessing:
+        # RGB in [0, 255] -> (x / 255 - mean) / std, as preprocess_input.
+        x = keras.layers.Normalization(
+            axis=-1 if data_format == "channels_last" else 1,
+            mean=[255.0 * m for m in IMAGENET_MEAN],
+            variance=[(255.0 * s) ** 2 for s in IMAGENET_STD],
+            name="preprocessing",
+        )(x)
+    x = _conv(x, 64, 7, 2, "conv1", data_format)
+    x = _batch_norm(x, "bn1", data_format)
+    x = keras.layers.ReLU(name="relu")(x)
+    # Zero padding equals PyTorch's -inf padding here: the inputs are >= 0.
+    x = keras.layers.ZeroPadding2D(1, data_format=data_format, name="maxpool_pad")(x)
+    return keras.layers.MaxPooling2D(3, 2, data_format=data_format, name="maxpool")(x)
+
+
+def _stages(x, kind, blocks_per_stage, data_format, sge_kwargs):
+    """The four stages of residual blocks, `layer1` to `layer4`."""
+    expansion = _EXPANSION[kind]
+    in_channels = 64
+    for stage, (width, blocks) in enumerate(zip(_STAGE_WIDTHS, blocks_per_stage)):
+        for index in range(blocks):
+            strides = 2 if stage > 0 and index == 0 else 1
+            project = index == 0 and (strides != 1 or in_channels != width * expansion)
+            prefix = f"layer{stage + 1}_{index}"
+            x = _block(x, kind, width, strides, project, prefix, data_format, sge_kwargs)
+            in_channels = width * expansion
+    return x
+
+
+def _top(x, include_top, pooling, classes, classifier_activation, data_format):
+    """The classifier (average pooling and `fc`), or the pooling asked for, or nothing."""
+    if include_top:
+        x = keras.layers.GlobalAveragePooling2D(data_format=data_format, name="avgpool")(x)
+        # PyTorch's nn.Linear initialisation: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+        bound = x.shape[-1] ** -0.5
+        return keras.layers.Dense(
+            classes,
+            activation=classifier_activation,
+            kernel_initializer=keras.initializers.VarianceScaling(
+                scale=1.0 / 3.0, mode="fan_in", distribution="uniform"
+            ),
+            bias_initializer=keras.initializers.RandomUniform(-bound, bound),
+            # Logits and softmax in float32 under mixed precision.
+            dtype="float32",
+            name="fc",
+        )(x)
+    if pooling == "avg":
+        return keras.layers.GlobalAveragePooling2D(data_format=data_format, name="avgpool")(x)
+    if pooling == "max":
+        return keras.layers.GlobalMaxPooling2D(data_format=data_format, name="global_maxpool")(x)
+    return x
+
+
 def _cached_imagenet_weights(name: str, include_top: bool, classes: int) -> str:
     """The cached ImageNet file of model `name`, a `.weights.h5` one checked before building."""
     from keras_sge.applications import pretrained
@@ -354,7 +351,7 @@ def _cached_imagenet_weights(name: str, include_top: bool, classes: int) -> str:
             f"`classes` should be 1000. Received: classes={classes}"
         )
     path = pretrained.imagenet_weights_path(name)
-    if path.endswith(".weights.h5"):
+    if path.endswith(KERAS_WEIGHTS_SUFFIX):
         try:
             check_weights_file(path)
         except DamagedWeightsFileError as error:
@@ -536,6 +533,12 @@ _SGE_ARGS = """
             e.g. `{"normalize": False}` for ablations."""
 
 
+def _architecture_of(variant: str) -> dict:
+    """`depth` and `attention` of a variant, from the one table of variants."""
+    row = VARIANTS_BY_NAME[variant]
+    return {"depth": row.depth, "attention": row.attention}
+
+
 def SGEResNet18(
     include_top: bool = True,
     weights: str | os.PathLike | None = None,
@@ -550,18 +553,17 @@ def SGEResNet18(
     include_preprocessing: bool = False,
 ) -> keras.Model:
     return build_resnet(
-        18,
-        True,
-        include_top,
-        weights,
-        input_tensor,
-        input_shape,
-        pooling,
-        classes,
-        classifier_activation,
-        name,
-        groups,
-        sge_options,
+        **_architecture_of("sge_resnet18"),
+        include_top=include_top,
+        weights=weights,
+        input_tensor=input_tensor,
+        input_shape=input_shape,
+        pooling=pooling,
+        classes=classes,
+        classifier_activation=classifier_activation,
+        name=name,
+        groups=groups,
+        sge_options=sge_options,
         include_preprocessing=include_preprocessing,
     )
 
@@ -578,16 +580,15 @@ def ResNet18(
     include_preprocessing: bool = False,
 ) -> keras.Model:
     return build_resnet(
-        18,
-        False,
-        include_top,
-        weights,
-        input_tensor,
-        input_shape,
-        pooling,
-        classes,
-        classifier_activation,
-        name,
+        **_architecture_of("resnet18"),
+        include_top=include_top,
+        weights=weights,
+        input_tensor=input_tensor,
+        input_shape=input_shape,
+        pooling=pooling,
+        classes=classes,
+        classifier_activation=classifier_activation,
+        name=name,
         include_preprocessing=include_preprocessing,
     )
 
@@ -606,18 +607,17 @@ def SGEResNet34(
     include_preprocessing: bool = False,
 ) -> keras.Model:
     return build_resnet(
-        34,
-        True,
-        include_top,
-        weights,
-        input_tensor,
-        input_shape,
-        pooling,
-        classes,
-        classifier_activation,
-        name,
-        groups,
-        sge_options,
+        **_architecture_of("sge_resnet34"),
+        include_top=include_top,
+        weights=weights,
+        input_tensor=input_tensor,
+        input_shape=input_shape,
+        pooling=pooling,
+        classes=classes,
+        classifier_activation=classifier_activation,
+        name=name,
+        groups=groups,
+        sge_options=sge_options,
         include_preprocessing=include_preprocessing,
     )
 
@@ -634,16 +634,15 @@ def ResNet34(
     include_preprocessing: bool = False,
 ) -> keras.Model:
     return build_resnet(
-        34,
-        False,
-        include_top,
-        weights,
-        input_tensor,
-        input_shape,
-        pooling,
-        classes,
-        classifier_activation,
-        name,
+        **_architecture_of("resnet34"),
+        include_top=include_top,
+        weights=weights,
+        input_tensor=input_tensor,
+        input_shape=input_shape,
+        pooling=pooling,
+        classes=classes,
+        classifier_activation=classifier_activation,
+        name=name,
         include_preprocessing=include_preprocessing,
     )
 
@@ -662,18 +661,17 @@ def SGEResNet50(
     include_preprocessing: bool = False,
 ) -> keras.Model:
     return build_resnet(
-        50,
-        True,
-        include_top,
-        weights,
-        input_tensor,
-        input_shape,
-        pooling,
-        classes,
-        classifier_activation,
-        name,
-        groups,
-        sge_options,
+        **_architecture_of("sge_resnet50"),
+        include_top=include_top,
+        weights=weights,
+        input_tensor=input_tensor,
+        input_shape=input_shape,
+        pooling=pooling,
+        classes=classes,
+        classifier_activation=classifier_activation,
+        name=name,
+        groups=groups,
+        sge_options=sge_options,
         include_preprocessing=include_preprocessing,
     )
 
@@ -690,16 +688,15 @@ def ResNet50(
     include_preprocessing: bool = False,
 ) -> keras.Model:
     return build_resnet(
-        50,
-        False,
-        include_top,
-        weights,
-        input_tensor,
-        input_shape,
-        pooling,
-        classes,
-        classifier_activation,
-        name,
+        **_architecture_of("resnet50"),
+        include_top=include_top,
+        weights=weights,
+        input_tensor=input_tensor,
+        input_shape=input_shape,
+        pooling=pooling,
+        classes=classes,
+        classifier_activation=classifier_activation,
+        name=name,
         include_preprocessing=include_preprocessing,
     )
 
@@ -718,18 +715,17 @@ def SGEResNet101(
     include_preprocessing: bool = False,
 ) -> keras.Model:
     return build_resnet(
-        101,
-        True,
-        include_top,
-        weights,
-        input_tensor,
-        input_shape,
-        pooling,
-        classes,
-        classifier_activation,
-        name,
-        groups,
-        sge_options,
+        **_architecture_of("sge_resnet101"),
+        include_top=include_top,
+        weights=weights,
+        input_tensor=input_tensor,
+        input_shape=input_shape,
+        pooling=pooling,
+        classes=classes,
+        classifier_activation=classifier_activation,
+        name=name,
+        groups=groups,
+        sge_options=sge_options,
         include_preprocessing=include_preprocessing,
     )
 
@@ -746,16 +742,15 @@ def ResNet101(
     include_preprocessing: bool = False,
 ) -> keras.Model:
     return build_resnet(
-        101,
-        False,
-        include_top,
-        weights,
-        input_tensor,
-        input_shape,
-        pooling,
-        classes,
-        classifier_activation,
-        name,
+        **_architecture_of("resnet101"),
+        include_top=include_top,
+        weights=weights,
+        input_tensor=input_tensor,
+        input_shape=input_shape,
+        pooling=pooling,
+        classes=classes,
+        classifier_activation=classifier_activation,
+        name=name,
         include_preprocessing=include_preprocessing,
     )
 
@@ -779,15 +774,6 @@ def _builder_doc(depth: int, attention: bool) -> str:
 
 
 # One docstring for the eight builders, as keras.applications does.
-for _builder, _depth, _attention in (
-    (SGEResNet18, 18, True),
-    (ResNet18, 18, False),
-    (SGEResNet34, 34, True),
-    (ResNet34, 34, False),
-    (SGEResNet50, 50, True),
-    (ResNet50, 50, False),
-    (SGEResNet101, 101, True),
-    (ResNet101, 101, False),
-):
-    _builder.__doc__ = _builder_doc(_depth, _attention)
-del _builder, _depth, _attention
+for _variant in VARIANTS:
+    globals()[_variant.function].__doc__ = _builder_doc(_variant.depth, _variant.attention)
+del _variant

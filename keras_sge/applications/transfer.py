@@ -11,10 +11,15 @@ import keras
 
 from keras_sge.applications import checkpoint, resnet
 from keras_sge.applications.loading import load_model_file
+from keras_sge.applications.suffixes import (
+    KERAS_MODEL_SUFFIX,
+    KERAS_WEIGHTS_SUFFIX,
+    PYTORCH_SUFFIXES,
+)
+from keras_sge.applications.variants import ARCHITECTURES
 from keras_sge.layers import SpatialGroupEnhance
 
 HEAD_LAYER = "fc"
-_PYTORCH_SUFFIXES = (".pth", ".pth.tar", ".pt", ".tar")
 _BLOCK_OUTPUT = re.compile(r"^layer([1-4])_(\d+)_out$")
 
 
@@ -80,7 +85,7 @@ def _architecture(model) -> tuple[int, bool]:
             blocks[int(match.group(1))] += 1
     names = {layer.name for layer in model.layers}
     kind = "bottleneck" if "layer1_0_conv3" in names else "basic"
-    for depth, architecture in resnet._ARCHITECTURES.items():
+    for depth, architecture in ARCHITECTURES.items():
         if architecture == (kind, tuple(blocks[s] for s in (1, 2, 3, 4))):
             attention = any(isinstance(layer, SpatialGroupEnhance) for layer in model.layers)
             return depth, attention
@@ -216,11 +221,11 @@ def transfer_weights(
     path = os.fspath(source)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No weights file at {path!r}.")
-    if path.endswith(_PYTORCH_SUFFIXES):
+    if path.endswith(PYTORCH_SUFFIXES):
         return _from_pytorch(model, path, allow_new_head, allow_missing_sge)
-    if path.endswith(".keras"):
+    if path.endswith(KERAS_MODEL_SUFFIX):
         source_model = load_model_file(path)
-    elif path.endswith(".weights.h5"):
+    elif path.endswith(KERAS_WEIGHTS_SUFFIX):
         source_model = _twin_for_weights_file(model, path)
     else:
         raise ValueError(

@@ -5,7 +5,13 @@ import os
 
 import pytest
 
+from keras_sge.training import read_metrics
+from keras_sge.training.files import AtomicCSVLogger
 from tests.helpers import load_program
+
+
+class Killed(BaseException):
+    """Stands for a SIGKILL: nothing after it runs, not even `except Exception`."""
 
 
 def _train(tmp_path, *extra):
@@ -24,26 +30,62 @@ def _train(tmp_path, *extra):
             "--batch-size",
             "2",
             "--epochs",
-            "1",
+            "2",
             "--warmup-steps",
             "1",
-            "--anchor-size",
-            "2",
+            "--head-convs",
+            "1",
+            "--pretrain-epochs",
+            "0",
             *extra,
         ]
     )
     return code, out
 
 
-def test_train_evaluate_and_draw_on_the_demo(tmp_path, capsys):
+def test_killed_resumed_finished_then_evaluate_and_draw_on_the_demo(tmp_path, capsys, monkeypatch):
+    log_epoch, begun = AtomicCSVLogger.on_epoch_end, []
+
+    def killed_after_the_first_epoch(self, epoch, logs=None):
+        log_epoch(self, epoch, logs)  # the backup and the csv row are written: then the kill
+        raise Killed()
+
+    monkeypatch.setattr(AtomicCSVLogger, "on_epoch_end", killed_after_the_first_epoch)
+    with pytest.raises(Killed):
+        _train(tmp_path)
+    out = str(tmp_path / "run")
+    first_row = read_metrics(os.path.join(out, "metrics.csv"))
+    assert [row["epoch"] for row in first_row] == [0]
+    assert not os.path.exists(os.path.join(out, "model.keras"))
+
+    monkeypatch.setattr(AtomicCSVLogger, "on_epoch_end", log_epoch)
+    begin_epoch = AtomicCSVLogger.on_epoch_begin
+
+    def recorded(self, epoch, logs=None):
+        begun.append(epoch)
+        begin_epoch(self, epoch, logs)
+
+    monkeypatch.setattr(AtomicCSVLogger, "on_epoch_begin", recorded)
     code, out = _train(tmp_path)
     assert code == 0
+    assert begun == [1]  # resumed: epoch 0 is not trained again
+    rows = read_metrics(os.path.join(out, "metrics.csv"))
+    assert [row["epoch"] for row in rows] == [0, 1] and rows[0] == first_row[0]
     for name in ("model.keras", "metrics.csv", "results.json"):
         assert os.path.exists(os.path.join(out, name)), name
     assert not os.path.exists(os.path.join(out, "lock"))
+    assert not os.path.exists(os.path.join(out, "backup"))
     with open(os.path.join(out, "results.json")) as f:
         assert {"AP", "AP50", "AP75", "APs", "APm", "APl", "train_seconds"} <= set(json.load(f))
     assert "held-out COCO AP" in capsys.readouterr().out
+
+    files = sorted(os.listdir(out))
+    stamps = [os.stat(os.path.join(out, name)).st_mtime_ns for name in files]
+    assert _train(tmp_path)[0] == 0
+    assert "already holds a finished run" in capsys.readouterr().out
+    assert begun == [1]  # nothing trained
+    assert sorted(os.listdir(out)) == files
+    assert [os.stat(os.path.join(out, name)).st_mtime_ns for name in files] == stamps
 
     model = os.path.join(out, "model.keras")
     from keras_sge.detection.demo import prepare_detection_demo

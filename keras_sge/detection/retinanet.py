@@ -70,6 +70,7 @@ def build_retinanet(
     bounding_box_format: str = "xyxy",
     anchor_size: float | None = None,
     fine_tune: bool | None = None,
+    head_convs: int = 4,
     seed: int | None = None,
 ) -> keras_hub.models.RetinaNetObjectDetector:
     """Builds keras-hub's `RetinaNetObjectDetector` on an (SGE-)ResNet.
@@ -94,6 +95,8 @@ def build_retinanet(
             smaller anchors).
         fine_tune: freeze the stem, `recipe.frozen_stages` stages and all
             BatchNorm (the authors' fine-tuning); default: when `weights`.
+        head_convs: 256-channel convolutions of each head before its
+            prediction (the authors' 4; fewer make a small demo faster).
         seed: seed of the heads' initialisation.
 
     Returns:
@@ -136,6 +139,7 @@ def build_retinanet(
         bounding_box_format=bounding_box_format,
         anchor_generator=anchors,
         prediction_decoder=decoder,
+        pre_logits_num_conv_layers=head_convs,
     )
     _initialize_heads(detector, recipe.prior_probability, seed)
     return detector

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 
 import keras
 
 from keras_sge.detection.coco import CocoSet, find_coco_split, read_coco
-from keras_sge.detection.demo import DEMO_ANCHOR_SIZE, prepare_detection_demo
+from keras_sge.detection.demo import DEMO_ANCHOR_SIZE, DEMO_HEAD_CONVS, prepare_detection_demo
 from keras_sge.detection.evaluation import evaluate_detector
 from keras_sge.detection.pipeline import load_coco_dataset
 from keras_sge.detection.retinanet import build_retinanet, compile_retinanet
@@ -33,8 +34,14 @@ class DetectorConfig:
         batch_size, epochs, learning_rate (`None`: the recipe's, scaled to
             the batch), warmup_steps (`None`: the recipe's 500).
         optimizer: `"sgd"` (the recipe's) or `"adam"` (the demo's: a few
-            hundred SGD steps leave the classifier at its prior).
-        anchor_size: anchor octave base (`None`: the recipe's 4; the demo's 3).
+            hundred SGD steps leave the classifier at its prior); Adam warms up
+            linearly from a tenth of `learning_rate`, then decays by a cosine.
+        anchor_size: anchor octave base (`None`: the recipe's 4; the demo's 2).
+        head_convs: convolutions per head (`None`: the recipe's 4; the demo's 2).
+        pretrain_epochs: on the demo with no `weights`, epochs of the
+            classification demo (`keras_sge.training.train`, same backbone)
+            run first into `<output_dir>/backbone/`, whose weights start the
+            detector's backbone; 0 starts from random weights.
         data_dir: cache root of the demo files.
         demo_images: training and held-out images of the demo set.
         devices: data-parallel devices (`None`: every accelerator, or one CPU).
@@ -48,15 +55,17 @@ class DetectorConfig:
     depth: int = 18
     attention: bool = True
     weights: str | None = None
-    image_size: int = 96
+    image_size: int = 64
     batch_size: int = 16
-    epochs: int = 4
-    learning_rate: float | None = 1e-3
+    epochs: int = 2
+    learning_rate: float | None = 3e-4
     optimizer: str = "adam"
-    warmup_steps: int | None = 50
+    warmup_steps: int | None = 10
     anchor_size: float | None = None
+    head_convs: int | None = None
+    pretrain_epochs: int = 2
     data_dir: str | None = None
-    demo_images: tuple[int, int] = (1200, 200)
+    demo_images: tuple[int, int] = (600, 200)
     devices: int | None = None
     seed: int = 0
 
@@ -74,35 +83,138 @@ def _datasets(config: DetectorConfig) -> tuple[CocoSet, CocoSet]:
     )
 
 
-def _detector(config: DetectorConfig, num_classes: int) -> keras.Model:
-    if config.weights and config.weights.endswith(".keras"):
-        loaded = keras.saving.load_model(config.weights, compile=False)
+def _demo_backbone(config: DetectorConfig) -> str:
+    """Trains (or finds finished) the classification demo model of the
+    detector's backbone and returns its `model.keras`."""
+    from keras_sge.training import TrainConfig, train
+
+    prefix = "sge_" if config.attention else ""
+    folder = os.path.join(config.output_dir, "backbone")
+    train(
+        TrainConfig(
+            dataset="demo",
+            data_dir=config.data_dir,
+            model=f"{prefix}resnet{config.depth}",
+            epochs=config.pretrain_epochs,
+            output_dir=folder,
+            seed=config.seed,
+            verbose=2,
+        )
+    )
+    return os.path.join(folder, "model.keras")
+
+
+def _backbone_start(config: DetectorConfig) -> str | None:
+    if config.weights is None and config.dataset == "demo" and config.pretrain_epochs > 0:
+        return _demo_backbone(config)
+    return config.weights
+
+
+def _detector(config: DetectorConfig, num_classes: int, weights: str | None) -> keras.Model:
+    if weights and weights.endswith(".keras"):
+        loaded = keras.saving.load_model(weights, compile=False)
         if hasattr(loaded, "anchor_generator"):  # a whole detector
             return loaded
+    demo = config.dataset == "demo"
     anchor_size = config.anchor_size
-    if anchor_size is None and config.dataset == "demo":
+    if anchor_size is None and demo:
         anchor_size = DEMO_ANCHOR_SIZE
+    head_convs = config.head_convs or (DEMO_HEAD_CONVS if demo else 4)
     return build_retinanet(
         num_classes,
         config.depth,
         config.attention,
         image_shape=(config.image_size, config.image_size, 3),
-        weights=config.weights,
+        weights=weights,
         anchor_size=anchor_size,
+        head_convs=head_convs,
         seed=config.seed,
     )
 
 
-def _optimizer(config: DetectorConfig) -> keras.optimizers.Optimizer | None:
+def _optimizer(config: DetectorConfig, total_steps: int) -> keras.optimizers.Optimizer | None:
     if config.optimizer == "sgd":
         return None  # the recipe's
     if config.optimizer == "adam":
-        return keras.optimizers.Adam(config.learning_rate or 1e-3, global_clipnorm=35.0)
+        rate = config.learning_rate or 3e-4
+        warmup = min(config.warmup_steps or 0, total_steps - 1)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            rate / 10 if warmup else rate,
+            decay_steps=total_steps - warmup,
+            warmup_target=rate if warmup else None,
+            warmup_steps=warmup,
+        )
+        return keras.optimizers.Adam(schedule, global_clipnorm=35.0)
     raise ValueError(f"`optimizer` must be 'sgd' or 'adam'. Received: {config.optimizer!r}")
+
+
+class _SaveWhenTrained(keras.callbacks.Callback):
+    """Writes `trained.json` (training seconds) and `model.keras` when fit has
+    trained the last epoch, before `BackupAndRestore` removes the backup, so
+    a kill at any point leaves either the backup or the trained model."""
+
+    def __init__(self, output_dir: str):
+        super().__init__()
+        self.output_dir = output_dir
+        self.started = time.time()
+
+    def on_train_end(self, logs=None):
+        from keras_sge.training.files import save_model_atomically, write_json_atomically
+
+        seconds = round(time.time() - self.started, 1)
+        write_json_atomically(_path(self.output_dir, "trained"), {"train_seconds": seconds})
+        save_model_atomically(self.model, _path(self.output_dir, "model"))
+
+
+def _path(output_dir: str, name: str) -> str:
+    return os.path.join(output_dir, {"trained": "trained.json", "model": "model.keras"}[name])
+
+
+def _fit(config: DetectorConfig, train_set: CocoSet, weights: str | None) -> keras.Model:
+    from keras_sge.training import data_parallel
+    from keras_sge.training.files import AtomicCSVLogger
+
+    keras.utils.set_random_seed(config.seed)
+    with data_parallel(config.devices) as replicas:
+        del replicas
+        detector = _detector(config, len(train_set.class_names), weights)
+        steps = len(train_set) // config.batch_size
+        compile_retinanet(
+            detector,
+            batch_size=config.batch_size,
+            steps_per_epoch=steps,
+            learning_rate=config.learning_rate,
+            warmup_steps=config.warmup_steps,
+            epochs=config.epochs,
+            optimizer=_optimizer(config, steps * config.epochs),
+        )
+        train = load_coco_dataset(
+            train_set,
+            training=True,
+            shuffle_seed=config.seed,
+            batch_size=config.batch_size,
+            image_size=config.image_size,
+        )
+        detector.fit(
+            train,
+            epochs=config.epochs,
+            verbose=2,
+            callbacks=[
+                _SaveWhenTrained(config.output_dir),
+                keras.callbacks.BackupAndRestore(os.path.join(config.output_dir, "backup")),
+                AtomicCSVLogger(os.path.join(config.output_dir, "metrics.csv")),
+            ],
+        )
+    return detector
 
 
 def train_detector(config: DetectorConfig) -> dict:
     """Trains and evaluates a RetinaNet; resumable by calling it again.
+
+    A call after a kill resumes from the last finished epoch (`backup/`;
+    `metrics.csv` keeps its rows); after the last epoch it only evaluates
+    `model.keras`; on a finished run (`results.json`) it says so and returns
+    the stored metrics without training or writing anything.
 
     Args:
         config: the `DetectorConfig`.
@@ -116,47 +228,27 @@ def train_detector(config: DetectorConfig) -> dict:
     >>> metrics = train_detector(DetectorConfig(output_dir="runs/demo_detector"))
     >>> metrics["AP50"]
     """
-    from keras_sge.training import data_parallel
-    from keras_sge.training.files import (
-        AtomicCSVLogger,
-        run_lock,
-        save_model_atomically,
-        write_json_atomically,
-    )
+    from keras_sge.training.files import run_lock, write_json_atomically
 
+    results = os.path.join(config.output_dir, "results.json")
     os.makedirs(config.output_dir, exist_ok=True)
     with run_lock(os.path.join(config.output_dir, "lock")):
+        if os.path.exists(results):
+            print(f"{config.output_dir} already holds a finished run ({results}); nothing to do.")
+            with open(results) as f:
+                return json.load(f)
         train_set, val_set = _datasets(config)
-        keras.utils.set_random_seed(config.seed)
-        with data_parallel(config.devices) as replicas:
-            del replicas
-            detector = _detector(config, len(train_set.class_names))
-            steps = len(train_set) // config.batch_size
-            compile_retinanet(
-                detector,
-                batch_size=config.batch_size,
-                steps_per_epoch=steps,
-                learning_rate=config.learning_rate,
-                warmup_steps=config.warmup_steps,
-                epochs=config.epochs,
-                optimizer=_optimizer(config),
-            )
-            options = {"batch_size": config.batch_size, "image_size": config.image_size}
-            train = load_coco_dataset(train_set, training=True, shuffle_seed=config.seed, **options)
-            started = time.time()
-            detector.fit(
-                train,
-                epochs=config.epochs,
-                verbose=2,
-                callbacks=[
-                    keras.callbacks.BackupAndRestore(os.path.join(config.output_dir, "backup")),
-                    AtomicCSVLogger(os.path.join(config.output_dir, "metrics.csv")),
-                ],
-            )
-            seconds = time.time() - started
-            save_model_atomically(detector, os.path.join(config.output_dir, "model.keras"))
-            val = load_coco_dataset(val_set, training=False, **options)
-            metrics = evaluate_detector(detector, val_set, val, config.image_size)
-        metrics = {**metrics, "train_seconds": round(seconds, 1)}
-        write_json_atomically(os.path.join(config.output_dir, "results.json"), metrics)
+        if os.path.exists(_path(config.output_dir, "model")):
+            print(f"{config.output_dir}: the run trained its last epoch; evaluating model.keras.")
+            detector = keras.saving.load_model(_path(config.output_dir, "model"), compile=False)
+        else:
+            detector = _fit(config, train_set, _backbone_start(config))
+        with open(_path(config.output_dir, "trained")) as f:
+            seconds = json.load(f)["train_seconds"]
+        val = load_coco_dataset(
+            val_set, training=False, batch_size=config.batch_size, image_size=config.image_size
+        )
+        metrics = evaluate_detector(detector, val_set, val, config.image_size)
+        metrics = {**metrics, "train_seconds": seconds}
+        write_json_atomically(results, metrics)
     return metrics

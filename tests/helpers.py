@@ -2,7 +2,10 @@
 
 import importlib
 import importlib.util
+import json
 import os
+import subprocess
+import sys
 from types import ModuleType
 
 import keras
@@ -32,6 +35,45 @@ def subprocess_env(backend: str) -> dict:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPOSITORY, env.get("PYTHONPATH")]))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     return env
+
+
+_LOAD_IN_FRESH_PROCESS = """
+import json, sys
+import keras
+heavy = ("tensorflow", "matplotlib", "keras_hub")
+with_keras = {name for name in heavy if name in sys.modules}
+import keras_sge
+report = {}
+for path in sys.argv[1:]:
+    model = keras.saving.load_model(path)
+    optimizer = model.optimizer
+    report[path] = {
+        "optimizer": type(optimizer).__name__ if optimizer else None,
+        "iterations": int(keras.ops.convert_to_numpy(optimizer.iterations)) if optimizer else 0,
+        "loss": type(model.loss).__name__ if model.compiled else None,
+    }
+report["imported"] = sorted(name for name in heavy if name in set(sys.modules) - with_keras)
+print(json.dumps(report))
+"""
+
+
+def load_in_fresh_process(paths, backend: str = BACKEND) -> dict:
+    """Loads `.keras` files in a new process with `import keras_sge` and `load_model` only.
+
+    Returns:
+        `{str(path): {"optimizer", "iterations", "loss"}}` and, under `"imported"`, which of
+        TensorFlow, matplotlib and keras-hub the process imported beyond what `import keras`
+        imports itself.
+    """
+    completed = subprocess.run(
+        [sys.executable, "-c", _LOAD_IN_FRESH_PROCESS, *map(str, paths)],
+        env=subprocess_env(backend),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
 def load_program(name: str) -> ModuleType:

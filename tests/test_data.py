@@ -228,33 +228,54 @@ def collect(dataset):
 @pytest.mark.backend_independent
 def test_image_folder_skips_corrupt_files_naming_them(tmp_path, rng, capfd):
     root = tmp_path / "images"
-    make_folder(str(root), rng)
+    paths = make_folder(str(root), rng)
     good = encode(smooth_image(rng, 40, 52))
     (root / "bee" / "truncated.jpg").write_bytes(good[: len(good) // 2])
     (root / "bee" / "not_an_image.jpg").write_bytes(b"<html>404 Not Found</html>")
     (root / "cat" / "empty.png").write_bytes(b"")
     (root / "cat" / "notes.txt").write_text("not listed: wrong extension")
+    os.symlink("loop.jpg", root / "cat" / "loop.jpg")  # a link to itself
+    os.symlink("gone.jpg", root / "ant" / "dangling.jpg")
     dataset, info = data.load_image_folder(str(root), batch_size=5, image_size=32, with_info=True)
     assert info.class_names == ["ant", "bee", "cat"] and info.num_classes == 3
     assert info.label_of == {"ant": 0, "bee": 1, "cat": 2}
-    assert info.num_examples == 15  # listed, not read
-    images, labels = collect(dataset)
+    assert info.num_examples == 12  # the readable files
     stderr = capfd.readouterr().err
-    for name in ("truncated.jpg", "not_an_image.jpg", "empty.png"):
-        assert name in stderr
+    for name in ("truncated.jpg", "not_an_image.jpg", "empty.png", "loop.jpg", "dangling.jpg"):
+        assert name in stderr, name
+    assert "skipping 3 of 15 image files" in stderr  # one summary, not a line per file
+    images, labels = collect(dataset)
     # Every good image exactly once, in order, nothing else.
     np.testing.assert_array_equal(labels, [0] * 4 + [1] * 4 + [2] * 4)
     assert images.shape == (12, 32, 32, 3) and images.dtype == np.float32
     low, high = (0 - MEAN) / STD, (1 - MEAN) / STD
     assert (images >= low.min() - 1e-5).all() and (images <= high.max() + 1e-5).all()
     assert dataset.cardinality() == tf.data.UNKNOWN_CARDINALITY
-    # Training epochs keep len(files) // batch_size batches though 3 of the 15
-    # files are skipped: the last batch is topped up from the next pass.
+
+    # A file that goes bad after loading is skipped by the pipeline, naming it;
+    # training epochs keep len(files) // batch_size batches (topped up).
     train = data.load_image_folder(str(root), batch_size=5, image_size=32, training=True, seed=1)
-    assert train.cardinality() == 3
+    assert train.cardinality() == 2
+    with open(paths[0], "r+b") as f:
+        f.truncate(100)
+    images, labels = collect(dataset)
+    assert images.shape == (11, 32, 32, 3)
     for _ in range(2):
         images, labels = collect(train)
-        assert images.shape == (15, 32, 32, 3) and np.isfinite(images).all()
+        assert images.shape == (10, 32, 32, 3) and np.isfinite(images).all()
+    assert os.path.basename(paths[0]) in capfd.readouterr().err
+
+
+@pytest.mark.backend_independent
+def test_image_folder_refuses_a_class_without_readable_images(tmp_path, rng):
+    root = tmp_path / "images"
+    make_folder(str(root), rng, classes=("ant", "bee"), per_class=2)
+    os.makedirs(root / "cat")
+    for i in range(3):
+        (root / "cat" / f"broken_{i}.jpg").write_bytes(b"\xff\xd8\xff" + bytes(40))
+    with pytest.raises(ValueError, match="Class 'cat' has no readable image") as error:
+        data.load_image_folder(str(root), batch_size=2, image_size=32)
+    assert str(root / "cat") in str(error.value)
 
 
 @pytest.mark.backend_independent

@@ -15,7 +15,12 @@ from benchmarks import torch_resnet  # noqa: E402
 from keras_sge import applications  # noqa: E402
 from keras_sge.applications import checkpoint  # noqa: E402
 from keras_sge.training import TrainConfig, train  # noqa: E402
-from tests.helpers import load_program, randomize_torch_network, save_as_authors  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    load_in_fresh_process,
+    load_program,
+    randomize_torch_network,
+    save_as_authors,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 40
@@ -244,3 +249,9 @@ def test_fine_tune_on_a_folder_and_resume(sge_resnet18_file, easy_folder, tmp_pa
     assert result.best["val_top1"] > 0.6  # chance: 1/3
     with open(os.path.join(result.output_dir, "config.json")) as f:
         assert json.load(f)["derived"]["class_names"] == sorted(COLOURS)
+    # The fine-tuned model loads in a fresh process after `import keras_sge` alone,
+    # compiled, with the per-layer learning-rate multipliers' optimizer and its state.
+    model_file = os.path.join(result.output_dir, "model.keras")
+    loaded = load_in_fresh_process([model_file])
+    assert loaded[model_file]["optimizer"] == "SGDWithL2"
+    assert loaded[model_file]["iterations"] == 2 * steps and loaded["imported"] == []

@@ -275,10 +275,17 @@ def test_devices_touched_before_the_cluster_started_is_a_clear_error():
         "from keras_sge.training import initialize_multi_worker\n"
         "initialize_multi_worker()\n"
     )
-    env = _cluster_env(0, _free_ports(2))
-    done = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
-    )
+    ports = _free_ports(2)
+    with socket.socket() as peer:  # worker 1's address answers (TensorFlow waits for it)
+        peer.bind(("", ports[1]))
+        peer.listen()
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            env=_cluster_env(0, ports),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert done.returncode != 0
     error = done.stderr.strip().splitlines()[-1]
     assert error.startswith("RuntimeError") and "initialize_multi_worker()" in error, error
@@ -294,3 +301,51 @@ def test_agreement_of_a_single_worker_returns_its_value_or_raises_its_error():
 
     with pytest.raises(FileExistsError, match="finished run"):
         agree_across_workers(fails, "the epoch")
+
+
+def _start_one_worker(index, ports, timeout_s=4):
+    script = (
+        f"import sys; sys.path.insert(0, {ROOT!r})\n"
+        "from keras_sge.training import initialize_multi_worker\n"
+        f"initialize_multi_worker(timeout={timeout_s})\n"
+        "print('joined')\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        env=_cluster_env(index, ports),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@multi_process
+@pytest.mark.parametrize("index", [0, 1])
+def test_a_worker_whose_peers_never_start_names_them_and_exits(index):
+    ports = _free_ports(2)
+    done = _start_one_worker(index, ports)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert f"worker {index}: waiting for all 2 workers (up to 4 s)" in done.stdout
+    assert "joined" not in done.stdout
+    assert f"worker {index} of 2: not every worker joined within 4 s" in done.stderr
+    other = 1 - index
+    if BACKEND == "tensorflow":
+        assert f"Not reachable: worker {other} at localhost:{ports[other]}." in done.stderr
+    elif index == 1:
+        assert f"Not reachable: worker 0 (the coordinator) at localhost:{ports[0]}" in done.stderr
+    else:
+        assert "did not see all 2 workers: one of workers [1]" in done.stderr
+    assert "--worker-timeout" in done.stderr
+
+
+@multi_process
+def test_an_address_in_use_on_this_host_is_named():
+    ports = _free_ports(2)
+    with socket.socket() as holder:
+        holder.bind(("", ports[0]))
+        holder.listen()
+        done = _start_one_worker(0, ports)
+    assert done.returncode == 1
+    error = done.stderr.strip().splitlines()[-1]
+    assert error.startswith("OSError") and f"address localhost:{ports[0]}" in error, error
+    assert f"port {ports[0]} is taken on this host" in error

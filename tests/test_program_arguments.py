@@ -40,6 +40,7 @@ BAD_VALUES = {
         ("--lr-decay-factor", "0", "a finite number in (0, 1]"),
         ("--warmup-epochs", "inf", "a finite number >= 0"),
         ("--backbone-lr-multiplier", "-0.1", "a finite number >= 0"),
+        ("--worker-timeout", "0", "a finite number > 0"),
     ],
     "evaluate": [
         ("--steps", "0", "an integer >= 1"),

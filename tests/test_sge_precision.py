@@ -1,4 +1,4 @@
-"""SGE's precision against float64, and its backend paths against the plain definition.
+"""SGE's precision against float64, and its backend kernels against the definition.
 
 The yardstick is the authors' formulation of SGE in float32 under torch
 autograd: on the same inputs, the layer's output and gradients (input, gamma,
@@ -12,12 +12,19 @@ luck: on JAX, whose sums are as careful as torch's, it ranged from 0.2x to
 3.9x the authors' module's across seeds.
 """
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from keras import ops
 
+from keras_sge import backend
+from keras_sge.backend import jax as jax_backend
 from keras_sge.layers import SpatialGroupEnhance
-from tests.helpers import BACKEND
+from keras_sge.ops import spatial_group_enhance
+from keras_sge.ops.sge import definition
+from tests.helpers import BACKEND, subprocess_env
 
 torch = pytest.importorskip("torch")
 
@@ -79,28 +86,27 @@ def _nhwc(t):
     return np.transpose(t, (0, 2, 3, 1))
 
 
-def layer_outputs(x_nchw, gamma, beta, dy_nchw, groups, data_format, mode):
-    """y, dx, d_gamma, d_beta of the layer on the active backend, NCHW float64 NumPy."""
+def op_outputs(function, x_nchw, gamma, beta, dy_nchw, groups, data_format, mode):
+    """y, dx, d_gamma, d_beta of an SGE kernel on the active backend, NCHW float64 NumPy.
+
+    `function` has the signature of `keras_sge.ops.spatial_group_enhance`.
+    """
     to_layout = (lambda t: t) if data_format == "channels_first" else _nhwc
     x, dy = to_layout(x_nchw), to_layout(dy_nchw)
-    layer = SpatialGroupEnhance(groups, data_format=data_format)
-    layer.build(x.shape)
-    layer.set_weights([gamma, beta])
-    y, *grads = _value_and_grads(layer, x, dy, mode)
-    dx, d_gamma, d_beta = grads
-    back = (
-        (lambda t: t)
-        if data_format == "channels_first"
-        else (lambda t: np.transpose(t, (0, 3, 1, 2)))
-    )
-    return [
-        np.asarray(ops.convert_to_numpy(t), np.float64)
-        for t in (back(ops.convert_to_numpy(y)), back(ops.convert_to_numpy(dx)), d_gamma, d_beta)
-    ]
+
+    def sge(x, gamma, beta):
+        return function(x, gamma, beta, groups=groups, data_format=data_format)
+
+    y, *grads = _value_and_grads(sge, x, gamma, beta, dy, mode)
+    dx, d_gamma, d_beta = (np.asarray(ops.convert_to_numpy(t), np.float64) for t in grads)
+    y = np.asarray(ops.convert_to_numpy(y), np.float64)
+    if data_format == "channels_last":
+        y, dx = (np.transpose(t, (0, 3, 1, 2)) for t in (y, dx))
+    return [y, dx, d_gamma, d_beta]
 
 
-def _value_and_grads(layer, x, dy, mode):
-    """(y, dx, d_gamma, d_beta) of `layer` at x with cotangent dy.
+def _value_and_grads(sge, x, gamma, beta, dy, mode):
+    """(y, dx, d_gamma, d_beta) of `sge(x, gamma, beta)` with cotangent dy.
 
     `mode` is "eager", "compiled" (XLA on TensorFlow and JAX, torch.compile),
     or on TensorFlow "function" (`tf.function` without XLA).
@@ -108,31 +114,29 @@ def _value_and_grads(layer, x, dy, mode):
     if BACKEND == "tensorflow":
         import tensorflow as tf
 
-        def step(x, dy):
+        def step(x, gamma, beta, dy):
             with tf.GradientTape() as tape:
-                tape.watch(x)
-                y = layer(x)
-            grads = tape.gradient(y, [x, layer.gamma.value, layer.beta.value], dy)
-            return (y, *grads)
+                tape.watch([x, gamma, beta])
+                y = sge(x, gamma, beta)
+            return (y, *tape.gradient(y, [x, gamma, beta], dy))
 
         if mode != "eager":
             step = tf.function(step, jit_compile=mode == "compiled")
-        return step(tf.constant(x), tf.constant(dy))
+        return step(*(tf.constant(t) for t in (x, gamma, beta, dy)))
     if BACKEND == "jax":
         import jax
 
-        def step(weights, x, dy):
-            y, vjp = jax.vjp(lambda w, x: layer.stateless_call(w, [], x)[0], weights, x)
-            d_weights, dx = vjp(dy)
-            return (y, dx, *d_weights)
+        def step(x, gamma, beta, dy):
+            y, vjp = jax.vjp(sge, x, gamma, beta)
+            return (y, *vjp(dy))
 
         if mode == "compiled":
             step = jax.jit(step)
-        return step([v.value for v in layer.trainable_variables], x, dy)
-    x = torch.tensor(x, requires_grad=True)
-    call = torch.compile(layer) if mode == "compiled" else layer
-    y = call(x)
-    grads = torch.autograd.grad(y, [x, layer.gamma.value, layer.beta.value], torch.tensor(dy))
+        return step(x, gamma, beta, dy)
+    x, gamma, beta = (torch.tensor(t, requires_grad=True) for t in (x, gamma, beta))
+    call = torch.compile(sge) if mode == "compiled" else sge
+    y = call(x, gamma, beta)
+    grads = torch.autograd.grad(y, [x, gamma, beta], torch.tensor(dy))
     return (y.detach(), *grads)
 
 
@@ -187,10 +191,10 @@ def references():
     return get
 
 
-def layer_outputs_for_case(name, data_format, mode):
-    """The layer's (y, dx, d_gamma, d_beta) on each input of case `name`."""
+def outputs_for_case(name, data_format, mode, function=spatial_group_enhance):
+    """The (y, dx, d_gamma, d_beta) of `function` on each input of case `name`."""
     return [
-        layer_outputs(x, gamma, beta, dy, groups, data_format, mode)
+        op_outputs(function, x, gamma, beta, dy, groups, data_format, mode)
         for x, gamma, beta, dy, groups in _cases(name)
     ]
 
@@ -209,105 +213,84 @@ MODES = {
 @pytest.mark.parametrize("case", CASES)
 def test_as_close_to_float64_as_the_authors_float32(references, case, data_format, mode):
     wants, authors = references(case)
-    errors = pooled_errors(layer_outputs_for_case(case, data_format, mode), wants)
+    errors = pooled_errors(outputs_for_case(case, data_format, mode), wants)
     for name, error, reference in zip(QUANTITIES, errors, authors):
         assert error <= 2.0 * reference, (
             f"{name}: {error / reference:.2f}x the authors' float32 error from float64"
         )
 
 
-# Where the backend paths run: TensorFlow outside XLA (eagerly, and in a
-# `tf.function`, where the path compiles the definition with XLA), torch
+# Where the backend kernels run: TensorFlow outside XLA (eagerly, and in a
+# `tf.function`, where the kernel compiles the definition with XLA), torch
 # eagerly, JAX compiled.
-PATH_MODES = {
+KERNEL_MODES = {
     "tensorflow": ("eager", "function"),
     "jax": ("compiled",),
     "torch": ("eager",),
 }[BACKEND]
 # Each may be about as far from float64 as the authors' float32 module, so they
-# may differ by twice that. TensorFlow's path exists because its plain
+# may differ by twice that. TensorFlow's kernel exists because its plain
 # definition outside XLA is up to 4.4x that far (docs/performance.md), so
 # there the two may differ by 2x plus that.
-PATH_TOLERANCE = 6.5 if BACKEND == "tensorflow" else 2.0
+KERNEL_TOLERANCE = 6.5 if BACKEND == "tensorflow" else 2.0
+KERNELS = {
+    data_format: kernel
+    for data_format, kernel in backend.select_kernels(BACKEND).items()
+    if kernel is not definition
+}
 
 
-@pytest.mark.parametrize("mode", PATH_MODES)
+@pytest.mark.parametrize("mode", KERNEL_MODES)
 @pytest.mark.parametrize("data_format", FORMATS)
 @pytest.mark.parametrize("case", CASES)
-def test_backend_path_matches_plain_definition(references, monkeypatch, case, data_format, mode):
+def test_backend_kernel_matches_definition(references, case, data_format, mode):
+    if data_format not in KERNELS:
+        pytest.skip(f"no {BACKEND} kernel for {data_format} on this device")
     _, authors = references(case)
-    outputs = {}
-    for plain in ("1", "0"):
-        monkeypatch.setenv("KERAS_SGE_PLAIN", plain)
-        outputs[plain] = layer_outputs_for_case(case, data_format, mode)
-    difference = pooled_errors(outputs["0"], outputs["1"])
-    for name, error, reference in zip(QUANTITIES, difference, authors):
-        assert error <= PATH_TOLERANCE * reference, (
-            f"{name}: path and plain differ by {error / reference:.2f}x the authors' error"
+    kernel = outputs_for_case(case, data_format, mode, KERNELS[data_format])
+    plain = outputs_for_case(case, data_format, mode, definition)
+    for name, error, reference in zip(QUANTITIES, pooled_errors(kernel, plain), authors):
+        assert error <= KERNEL_TOLERANCE * reference, (
+            f"{name}: kernel and definition differ by {error / reference:.2f}x the authors' error"
         )
 
 
-def test_plain_switch_disables_every_backend_path(monkeypatch):
-    from keras_sge.layers import sge_backend_paths
-
+def test_kernels_chosen_once_and_plain_forces_the_definition():
     for data_format in FORMATS:
-        layer = SpatialGroupEnhance(4, data_format=data_format)
-        monkeypatch.setenv("KERAS_SGE_PLAIN", "1")
-        assert sge_backend_paths.find(layer) is None
-        monkeypatch.setenv("KERAS_SGE_PLAIN", "0")
-        # The paths: TensorFlow outside XLA, JAX on the CPU, torch channels_first.
-        expected = {
-            "tensorflow": sge_backend_paths.tensorflow_outside_xla,
-            "jax": sge_backend_paths.jax_channels_last
-            if data_format == "channels_last"
-            else sge_backend_paths.jax_channels_first,
-            "torch": sge_backend_paths.torch_channels_first
-            if data_format == "channels_first"
-            else None,
-        }[BACKEND]
-        if BACKEND == "jax" and not sge_backend_paths._jax_on_cpu():
-            expected = None
-        assert sge_backend_paths.find(layer) is expected
+        assert backend.select_kernels(BACKEND, plain=True)[data_format] is definition
+        assert backend.kernel(data_format) is backend.kernel(data_format)
+    # The kernels that measured faster or more precise than the definition:
+    # TensorFlow, JAX on the CPU, torch in channels_first.
+    on_cpu = BACKEND == "jax" and jax_backend.on_cpu()
+    expected = {"tensorflow": 2, "jax": 2 if on_cpu else 0, "torch": 1}[BACKEND]
+    assert len(KERNELS) == expected
 
 
-def test_tensorflow_paths_by_context(monkeypatch):
-    # Inside XLA the definition; in a traced function on the CPU, the
-    # definition compiled with XLA; eagerly, the blocked group mean.
+def test_plain_environment_variable_is_read_once_at_import(monkeypatch):
+    # The switch reads KERAS_SGE_PLAIN when it is imported, not per call.
+    script = (
+        "import os, keras_sge; from keras_sge import backend; "
+        "os.environ['KERAS_SGE_PLAIN'] = '0'; "
+        "assert backend.PLAIN; "
+        "assert {backend.kernel(f) for f in ('channels_last', 'channels_first')} "
+        "== {keras_sge.ops.sge.definition}"
+    )
+    env = subprocess_env(BACKEND)
+    env["KERAS_SGE_PLAIN"] = "1"
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=120)
+
+
+def test_tensorflow_kernel_inside_and_outside_xla():
+    # In a traced function without XLA the kernel compiles the definition
+    # with XLA; inside a function compiled with XLA it is part of that
+    # compilation; layers alike share one compiled function, each with its
+    # own weights.
     if BACKEND != "tensorflow":
         pytest.skip("TensorFlow backend only")
     import tensorflow as tf
 
-    from keras_sge.layers import sge_backend_paths
+    from keras_sge.backend import tensorflow as tf_kernels
 
-    x = tf.random.normal((2, 6, 6, 8))
-    found = {}
-    for jit_compile in (True, False):
-        monkeypatch.setattr(sge_backend_paths, "_XLA_DEFINITIONS", {})
-        layer = SpatialGroupEnhance(4)
-        layer.build(x.shape)
-
-        def traced(x, layer=layer, jit_compile=jit_compile):
-            found[jit_compile] = sge_backend_paths.find(layer)
-            return layer(x)
-
-        tf.function(traced, jit_compile=jit_compile)(x)
-        assert len(sge_backend_paths._XLA_DEFINITIONS) == (0 if jit_compile else 1)
-    assert found == {True: None, False: sge_backend_paths.tensorflow_outside_xla}
-    monkeypatch.setattr(sge_backend_paths, "_XLA_DEFINITIONS", {})
-    SpatialGroupEnhance(4)(x)
-    assert not sge_backend_paths._XLA_DEFINITIONS
-
-
-def test_tensorflow_layers_alike_share_one_compiled_function_with_their_own_weights(
-    monkeypatch,
-):
-    if BACKEND != "tensorflow":
-        pytest.skip("TensorFlow backend only")
-    import tensorflow as tf
-
-    from keras_sge.layers import sge_backend_paths
-
-    monkeypatch.setattr(sge_backend_paths, "_XLA_DEFINITIONS", {})
     rng = np.random.default_rng(5)
     x = tf.constant(rng.normal(size=(2, 6, 6, 8)).astype("float32"))
     first, second = SpatialGroupEnhance(4), SpatialGroupEnhance(4)
@@ -325,11 +308,13 @@ def test_tensorflow_layers_alike_share_one_compiled_function_with_their_own_weig
         ]
         return outputs, grads
 
-    outputs, grads = tf.function(traced)(x)
-    assert len(sge_backend_paths._XLA_DEFINITIONS) == 1
     eager_outputs, eager_grads = traced(x)
-    for got, want in zip(outputs + sum(grads, []), eager_outputs + sum(eager_grads, [])):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    traces = tf_kernels._definition_with_xla.experimental_get_tracing_count()
+    for jit_compile in (False, True):
+        outputs, grads = tf.function(traced, jit_compile=jit_compile)(x)
+        for got, want in zip(outputs + sum(grads, []), eager_outputs + sum(eager_grads, [])):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert tf_kernels._definition_with_xla.experimental_get_tracing_count() <= traces + 1
     assert not np.allclose(outputs[0], outputs[1])
 
 

@@ -374,7 +374,7 @@ def _finite_difference(f, value, step=1e-6):
 def test_gradients_match_finite_differences(rng, data_format, groups, normalize, channels):
     # Every backend is held to the same float64 finite differences, so the
     # three backends agree with each other within twice this tolerance. On
-    # TensorFlow (eager) and JAX this checks the backend paths' gradients.
+    # TensorFlow (eager) and JAX this checks the backend kernels' gradients.
     x = _to_layout(rng.normal(size=(2, 4, 3, channels)), data_format)
     upstream = rng.normal(size=x.shape)
     layer, gamma, beta = _layer_with_random_params(

@@ -11,7 +11,14 @@ import keras
 import numpy as np
 import pytest
 
-from keras_sge.training import RunInProgressError, make_schedule, read_metrics, run_lock, train
+from keras_sge.training import (
+    InsufficientSpaceError,
+    RunInProgressError,
+    make_schedule,
+    read_metrics,
+    run_lock,
+    train,
+)
 from keras_sge.training.files import write_json_atomically
 from tests.helpers import tiny_config, tiny_model
 
@@ -237,3 +244,39 @@ def test_a_kill_at_any_write_of_the_finish_never_loses_the_run(tmp_path, monkeyp
     assert "already holds a finished run" in capsys.readouterr().out
     assert _file_states(out) == finished
     assert again.last == json.loads((out / "results.json").read_text())["last"]
+
+
+@pytest.mark.parametrize("full_at", ["second epoch's end", "finish"])
+def test_a_full_disk_stops_before_writing_and_the_rerun_continues(tmp_path, monkeypatch, full_at):
+    """The disk is checked before each epoch's files and before `model.keras`; when it is
+    full, the run stops with a message naming the folder, and nothing written is lost."""
+    out = tmp_path / "run"
+    config = tiny_config(out, epochs=2, steps_per_epoch=1, validation_steps=1)
+    real_disk_usage = shutil.disk_usage
+    checks = []
+    # Checks in order: training begins, epoch 1 ends, epoch 2 ends, the finish.
+    full_from = {"second epoch's end": 3, "finish": 4}[full_at]
+
+    def disk_usage(path):
+        checks.append(path)
+        usage = real_disk_usage(path)
+        return usage._replace(free=0) if len(checks) >= full_from else usage
+
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
+    with pytest.raises(InsufficientSpaceError, match="Not enough free space in") as error:
+        train(config, model_fn=tiny_model)
+    assert str(out) in str(error.value) and "0 MiB free" in str(error.value)
+    assert checks and all(path == str(out) for path in checks)
+    trained_epochs = 1 if full_at == "second epoch's end" else 2
+    assert [row["epoch"] for row in read_metrics(str(out / "metrics.csv"))] == list(
+        range(trained_epochs)
+    )
+    last = (out / "checkpoints" / "last.keras").read_bytes()
+    assert not (out / "model.keras").exists() and not (out / "results.json").exists()
+
+    monkeypatch.undo()
+    result = train(config, model_fn=tiny_model)
+    assert [row["epoch"] for row in result.history] == [0, 1]
+    if full_at == "finish":  # nothing trained again: model.keras is the saved last epoch
+        assert (out / "model.keras").read_bytes() == last
+    assert json.loads((out / "results.json").read_text())["finished"]

@@ -24,7 +24,14 @@ from keras_sge.training import (
     read_metrics,
     train,
 )
-from tests.helpers import BACKEND, SIZE, subprocess_env, tiny_config, tiny_model
+from tests.helpers import (
+    BACKEND,
+    SIZE,
+    load_in_fresh_process,
+    subprocess_env,
+    tiny_config,
+    tiny_model,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -97,6 +104,16 @@ def test_train_on_demo_writes_every_output(tmp_path):
         keras.ops.convert_to_numpy(result.model.optimizer.momentums[0]),
         rtol=1e-6,
     )
+
+    # Every model file of the run loads in a fresh process with `import keras_sge` and
+    # `keras.saving.load_model` alone: compiled, with the optimizer's state.
+    model_files = ["model.keras", "checkpoints/best.keras", "checkpoints/last.keras"]
+    loaded = load_in_fresh_process([out / name for name in model_files])
+    for name in model_files:
+        assert loaded[str(out / name)]["optimizer"] == "SGDWithL2", name
+        assert loaded[str(out / name)]["loss"] == "SparseCategoricalCrossentropyWithSmoothing"
+    assert loaded[str(out / "model.keras")]["iterations"] == 6
+    assert loaded["imported"] == []  # no TensorFlow, matplotlib or keras-hub for loading
 
     again = train(config, model_fn=tiny_model)  # finished: read back, not trained again
     assert again.history == result.history and again.best == result.best

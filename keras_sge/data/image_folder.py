@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import sys
 
@@ -47,11 +48,7 @@ def list_class_folder(
     for entry in sorted(os.scandir(directory), key=lambda e: e.name):
         if not entry.is_dir() or entry.name.startswith("."):
             continue
-        files_of[entry.name] = sorted(
-            e.name
-            for e in os.scandir(entry.path)
-            if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS)
-        )
+        files_of[entry.name] = sorted(_image_files(entry.path))
     empty = [name for name, files in files_of.items() if not files]
     if empty:
         print(
@@ -96,6 +93,98 @@ def list_class_folder(
     return paths, labels, list(class_names)
 
 
+def _image_files(directory: str) -> list[str]:
+    """Names of the image files in `directory`; entries that cannot be examined (a
+    symbolic link to itself, a dangling one) are skipped with a warning naming them."""
+    names = []
+    for entry in os.scandir(directory):
+        if not entry.name.lower().endswith(IMAGE_EXTENSIONS):
+            continue
+        try:
+            is_file = entry.is_file()
+        except OSError as error:
+            print(
+                f"WARNING keras_sge.data: skipping {entry.path!r}: {error.strerror or error}",
+                file=sys.stderr,
+            )
+            continue
+        if is_file:
+            names.append(entry.name)
+        elif entry.is_symlink():
+            print(
+                f"WARNING keras_sge.data: skipping {entry.path!r}: a link to nothing",
+                file=sys.stderr,
+            )
+    return names
+
+
+def keep_readable_files(
+    paths: list[str],
+    labels: list[int],
+    class_names: list[str],
+    directory: str,
+    needed: int,
+    what: str,
+) -> tuple[list[str], list[int]]:
+    """Drops the files that are not whole images; refuses too few, or a class with none.
+
+    Each file's head and tail are read (`pipeline.file_looks_complete`: two small
+    reads, 16 at a time); the dropped files are summarised in one warning.
+
+    Args:
+        paths: the listed image files.
+        labels: their labels.
+        class_names: names of the labels, for the message.
+        directory: the folder, for the message.
+        needed: how many must be readable.
+        what: what needs them, for the message (e.g. "one batch of 32").
+
+    Returns:
+        `(paths, labels)` of the readable files.
+
+    Raises:
+        ValueError: fewer readable files than needed, or a class without one
+            (naming its folder).
+    """
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        reasons = list(pool.map(pipeline.file_looks_complete, paths))
+    rejected: dict[str, list[str]] = {}
+    for path, reason in zip(paths, reasons):
+        if reason is not None:
+            rejected.setdefault(reason, []).append(path)
+    kept = [i for i, reason in enumerate(reasons) if reason is None]
+    if len(kept) < needed:
+        raise ValueError(
+            f"{directory!r} has {len(kept)} readable image files of {len(paths)} listed, "
+            f"fewer than {what}. Rejected: {_summary(rejected)}."
+        )
+    if rejected:
+        print(
+            f"WARNING keras_sge.data: skipping {len(paths) - len(kept)} of {len(paths)} "
+            f"image files in {directory!r}: {_summary(rejected)}",
+            file=sys.stderr,
+        )
+    empty = sorted(set(labels) - {labels[i] for i in kept})
+    if empty:
+        folders = [os.path.dirname(paths[labels.index(label)]) for label in empty]
+        raise ValueError(
+            f"Class {class_names[empty[0]]!r} has no readable image: every file in "
+            f"{folders[0]!r} was rejected ({len(empty)} such classes: {folders}). Remove "
+            "the folder or put readable JPEG/PNG/GIF/BMP images in it."
+        )
+    return [paths[i] for i in kept], [labels[i] for i in kept]
+
+
+def _summary(rejected: dict[str, list[str]]) -> str:
+    """`"2 empty (e.g. '/a.jpg'); 1 cut short (...)"`, or "none"."""
+    return (
+        "; ".join(
+            f"{len(files)} {reason} (e.g. {files[0]!r})" for reason, files in rejected.items()
+        )
+        or "none"
+    )
+
+
 def _is_utf8(path: str) -> bool:
     try:
         path.encode("utf-8")
@@ -108,15 +197,11 @@ def _unreadable_reason(path: str) -> str | None:
     """Why the training pipeline would skip `path` (`None`: it decodes)."""
     from keras_sge.data import preprocessing
 
-    try:
-        with open(path, "rb") as f:
-            image_bytes = f.read()
-    except OSError as error:
-        return f"cannot be read ({error.strerror})"
-    if not image_bytes:
-        return "empty"
-    if not bool(pipeline.looks_complete(tf.constant(image_bytes))):
-        return "not a JPEG/PNG/GIF/BMP, or cut short"
+    reason = pipeline.file_looks_complete(path)
+    if reason is not None:
+        return reason
+    with open(path, "rb") as f:
+        image_bytes = f.read()
     try:
         preprocessing.decode_image(tf.constant(image_bytes))
     except tf.errors.InvalidArgumentError:
@@ -125,18 +210,18 @@ def _unreadable_reason(path: str) -> str | None:
 
 
 def require_readable(paths: list[str], needed: int, directory: str, what: str) -> None:
-    """Opens files until `needed` decode; else raises naming what was rejected.
+    """Decodes files until `needed` decode; else raises naming what was rejected.
 
     Reads only as many files as it takes (one batch on a healthy folder).
 
     Args:
-        paths: the listed image files.
-        needed: how many must be readable.
+        paths: the image files.
+        needed: how many must decode.
         directory: the folder, for the message.
         what: what needs them, for the message (e.g. "one batch of 32").
 
     Raises:
-        ValueError: fewer than `needed` of `paths` are readable.
+        ValueError: fewer than `needed` of `paths` decode.
     """
     readable, rejected = 0, {}
     for path in paths:
@@ -147,12 +232,9 @@ def require_readable(paths: list[str], needed: int, directory: str, what: str) -
                 return
         else:
             rejected.setdefault(reason, []).append(path)
-    why = "; ".join(
-        f"{len(files)} {reason} (e.g. {files[0]!r})" for reason, files in rejected.items()
-    )
     raise ValueError(
         f"{directory!r} has {readable} readable image files of {len(paths)} listed, "
-        f"fewer than {what}. Rejected: {why or 'none'}."
+        f"fewer than {what}. Rejected: {_summary(rejected)}."
     )
 
 
@@ -206,16 +288,18 @@ def load_image_folder(
     - `split=None`: `directory` itself holds the class sub-folders.
 
     Classes are the sorted sub-folder names; `info.class_names[label]` is the
-    mapping. Files are listed, not opened. **Unreadable files** (not an image,
-    empty, or truncated) are skipped with a warning on stderr naming the
-    file; an epoch never stops on them and they never reach the model.
+    mapping. **Unreadable files** (not an image, empty, truncated, a link to
+    nothing or to itself) are skipped with one warning on stderr counting and
+    naming them (each file's head and tail are read once, at the start); a
+    class left without a readable file is refused, naming its folder.
+    `info.num_examples` counts the readable files. A file that becomes
+    unreadable later is skipped by the pipeline with a warning; an epoch never
+    stops on it and it never reaches the model.
     Before any batch is made, files are opened until one batch (training) or
     one image (evaluation) decodes; a folder with fewer readable files is
     refused with a `ValueError` counting the rejected files and why.
     Training epochs still have `len(files) // batch_size` batches (topped up
-    from the next shuffled pass); evaluation yields every readable file once,
-    so its cardinality is unknown until the first pass (`info.num_examples`
-    counts listed files).
+    from the next shuffled pass); evaluation yields every readable file once.
 
     Args:
         directory: the folder (see layouts above).
@@ -282,6 +366,9 @@ def load_image_folder(
         class_names = list_class_folder(train_dir)[2] if train_dir else None
         paths, labels, class_names = list_class_folder(split_dir, class_names)
 
+    folder = os.path.dirname(os.path.dirname(paths[0]))
+    needed, what = (batch_size, f"one batch of {batch_size}") if training else (1, "one")
+    paths, labels = keep_readable_files(paths, labels, class_names, folder, needed, what)
     if shard_count > 1:
         indices = list(range(shard_index, len(paths), shard_count))
         if training:
@@ -294,12 +381,7 @@ def load_image_folder(
         order = np.random.default_rng(sample_seed).permutation(len(paths))
         paths = [paths[i] for i in order]
         labels = [labels[i] for i in order]
-    require_readable(
-        paths,
-        batch_size if training else 1,
-        os.path.dirname(os.path.dirname(paths[0])),
-        f"one batch of {batch_size}" if training else "one",
-    )
+    require_readable(paths, needed, folder, what)
 
     sources = tf.data.Dataset.from_tensor_slices(
         # Bytes: file names need not be UTF-8.

@@ -16,6 +16,7 @@ which applies the same policy everywhere:
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 
 import keras
@@ -28,6 +29,13 @@ AUTOTUNE = tf.data.AUTOTUNE
 # Bytes at the end of a file searched for the JPEG end-of-image marker / PNG
 # IEND chunk: a file without them was cut short (an interrupted copy).
 _TAIL_BYTES = 1024
+# Format: (signature at the start, marker that must be in the last _TAIL_BYTES bytes, or None).
+IMAGE_FORMATS = {
+    "JPEG": (b"\xff\xd8\xff", b"\xff\xd9"),
+    "PNG": (b"\x89PNG\r\n\x1a\n", b"IEND"),
+    "GIF": (b"GIF8", None),
+    "BMP": (b"BM", None),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,23 +143,47 @@ def looks_complete(image_bytes: tf.Tensor) -> tf.Tensor:
     """Cheap check that bytes are a whole JPEG, PNG, GIF or BMP file.
 
     Reads only the first bytes (format signature) and the last kilobyte
-    (JPEG end-of-image marker, PNG `IEND` chunk). Never raises.
+    (JPEG end-of-image marker, PNG `IEND` chunk), by the rules of
+    `IMAGE_FORMATS`. Never raises.
     """
-    head = tf.strings.substr(image_bytes, 0, 8)
     length = tf.strings.length(image_bytes)
     start = tf.maximum(length - _TAIL_BYTES, 0)
     tail = tf.io.decode_raw(tf.strings.substr(image_bytes, start, _TAIL_BYTES), tf.uint8)
-    is_jpeg = tf.equal(tf.strings.substr(head, 0, 3), b"\xff\xd8\xff")
-    is_png = tf.equal(head, b"\x89PNG\r\n\x1a\n")
-    is_gif = tf.equal(tf.strings.substr(head, 0, 4), b"GIF8")
-    is_bmp = tf.equal(tf.strings.substr(head, 0, 2), b"BM")
-    return tf.case(
-        [
-            (is_jpeg, lambda: _tail_contains(tail, b"\xff\xd9")),
-            (is_png, lambda: _tail_contains(tail, b"IEND")),
-        ],
-        default=lambda: tf.logical_or(is_gif, is_bmp),
-    )
+    cases = []
+    for signature, end_marker in IMAGE_FORMATS.values():
+        matches = tf.equal(tf.strings.substr(image_bytes, 0, len(signature)), signature)
+        if end_marker is None:
+            cases.append((matches, lambda: tf.constant(True)))
+        else:
+            cases.append((matches, lambda marker=end_marker: _tail_contains(tail, marker)))
+    return tf.case(cases, default=lambda: tf.constant(False))
+
+
+def file_looks_complete(path: str) -> str | None:
+    """`looks_complete` for a file on disk, reading only its head and tail.
+
+    Args:
+        path: the image file.
+
+    Returns:
+        `None` when the file passes, else why not (for a message).
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(size - _TAIL_BYTES, 0))
+            tail = f.read()
+    except OSError as error:
+        return f"cannot be read ({error.strerror or error})"
+    if not head:
+        return "empty"
+    for signature, end_marker in IMAGE_FORMATS.values():
+        if head.startswith(signature):
+            if end_marker is None or end_marker in tail:
+                return None
+            return "cut short (no end marker)"
+    return "not a JPEG/PNG/GIF/BMP"
 
 
 def _graph_function(function):

@@ -192,8 +192,8 @@ def compile_retinanet(
         optimizer: replaces the recipe's SGD (e.g. Adam for short demo runs).
         **compile_kwargs: other `compile` arguments (`jit_compile`, ...).
     """
-    from keras_sge.training.optimizers import SGDWithL2
-    from keras_sge.training.schedules import StepDecay
+    from keras_sge.optimizers import SGDWithL2
+    from keras_sge.optimizers.schedules import StepDecay
 
     epochs = epochs or recipe.epochs
     milestones = [round(m * epochs / recipe.epochs) for m in recipe.milestones]

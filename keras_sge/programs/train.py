@@ -34,9 +34,11 @@ from keras_sge.programs.arguments import (
     number,
 )
 from keras_sge.training import (
+    InsufficientSpaceError,
     NonFiniteLossError,
     RunInProgressError,
     TrainConfig,
+    WorkersNotJoinedError,
     is_chief,
     train,
     worker_index,
@@ -142,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="several hosts: run on each (TF: TF_CONFIG; JAX: KERAS_DISTRIBUTION_JOB_ADDRESSES, "
         "_NUM_PROCESSES, _PROCESS_ID); see docs/training.md",
     )
+    run.add_argument(
+        "--worker-timeout",
+        type=number(0, open_minimum=True),
+        default=TrainConfig.worker_timeout,
+        help="with --multi-worker: seconds to wait for every worker to join (default %(default)s)",
+    )
     run.add_argument("--output-dir", default="runs/train")
     run.add_argument("--seed", type=integer(0), default=0)
     run.add_argument(
@@ -171,6 +179,12 @@ def main(argv=None) -> int:
     except RunInProgressError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except InsufficientSpaceError as error:
+        print(f"error: {error.strerror}", file=sys.stderr)
+        return 1
+    except WorkersNotJoinedError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     if not is_chief():
         print(f"\nworker {worker_index()} finished; the chief (worker 0) wrote the outputs")
         return 0

@@ -8,6 +8,9 @@ from keras_sge._lazy import require
 require("tensorflow", "train", "keras_sge.training")
 require("matplotlib", "train", "keras_sge.training")
 
+from keras_sge.losses import SparseCategoricalCrossentropyWithSmoothing  # noqa: E402
+from keras_sge.optimizers import SGDWithL2  # noqa: E402
+from keras_sge.optimizers.schedules import StepDecay, make_schedule  # noqa: E402
 from keras_sge.training import ablation  # noqa: E402
 from keras_sge.training.callbacks import (  # noqa: E402
     LearningRateLogger,
@@ -19,6 +22,7 @@ from keras_sge.training.callbacks import (  # noqa: E402
 )
 from keras_sge.training.config import DEMO_DEFAULTS, FINETUNE_DEFAULTS, MODELS, RECIPES, TrainConfig  # noqa: E402
 from keras_sge.training.distribution import (  # noqa: E402
+    WorkersNotJoinedError,
     data_parallel,
     has_accelerator,
     initialize_multi_worker,
@@ -36,13 +40,11 @@ from keras_sge.training.evaluation import (  # noqa: E402
 from keras_sge.training.files import (  # noqa: E402
     AtomicCSVLogger,
     AtomicModelCheckpoint,
+    InsufficientSpaceError,
     RunInProgressError,
     run_lock,
     save_model_atomically,
 )
-from keras_sge.training.losses import SparseCategoricalCrossentropyWithSmoothing  # noqa: E402
-from keras_sge.training.optimizers import SGDWithL2  # noqa: E402
-from keras_sge.training.schedules import StepDecay, make_schedule  # noqa: E402
 from keras_sge.training.trainer import TrainResult, build_model, train  # noqa: E402
 
 __all__ = [
@@ -55,7 +57,9 @@ __all__ = [
     "MODELS",
     "NonFiniteLossError",
     "RECIPES",
+    "InsufficientSpaceError",
     "RunInProgressError",
+    "WorkersNotJoinedError",
     "SGDWithL2",
     "SparseCategoricalCrossentropyWithSmoothing",
     "StepDecay",

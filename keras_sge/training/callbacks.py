@@ -11,6 +11,7 @@ import keras
 import numpy as np
 
 from keras_sge.training.files import (
+    require_free_space,
     write_atomically,
     write_json_atomically,
     write_text_atomically,
@@ -21,32 +22,32 @@ class NonFiniteLossError(FloatingPointError):
     """Raised when the training loss becomes NaN or infinite."""
 
 
-class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Aborts `fit` with a clear message as soon as the training loss is NaN/inf.
+class StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
+    """`keras.callbacks.TerminateOnNaN(raise_error=True)` with a message saying what to do.
 
-    Unlike `keras.callbacks.TerminateOnNaN`, which lets the epoch end (so that
-    checkpoint callbacks would save the broken weights), this raises
-    `NonFiniteLossError` from the batch: the epoch never ends, and the last
-    checkpoints and `BackupAndRestore` state stay those of the last good epoch.
+    Raising from the batch (rather than stopping at the epoch's end) means the
+    epoch never ends: the checkpoints and the `BackupAndRestore` state stay
+    those of the last good epoch. Raises `NonFiniteLossError`.
     """
 
     def __init__(self):
-        super().__init__()
+        super().__init__(raise_error=True)
         self._epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(np.asarray(loss))):
+    def on_batch_end(self, batch, logs=None):
+        try:
+            super().on_batch_end(batch, logs)
+        except RuntimeError:
             raise NonFiniteLossError(
-                f"Training stopped: the loss became {float(np.asarray(loss))} at epoch "
+                f"Training stopped: the loss became {float(np.asarray(logs['loss']))} at epoch "
                 f"{self._epoch + 1}, batch {batch + 1}. The checkpoints and the "
                 "backup hold the last finished epoch. Lower the learning rate "
                 "(--lr), add warmup (--warmup-epochs), or use float32/bfloat16 "
                 "instead of float16."
-            )
+            ) from None
 
 
 class LearningRateLogger(keras.callbacks.Callback):
@@ -58,6 +59,50 @@ class LearningRateLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["learning_rate"] = self._rate
+
+
+class RequireFreeSpace(keras.callbacks.Callback):
+    """Stops `fit` before an epoch's files are written if the disk lacks room.
+
+    Put it first in the callback list: at the end of each epoch (and before
+    the first) it checks that `folder`'s disk has room for `files_per_epoch`
+    copies of the model's and optimizer's variables (the checkpoints and the
+    backup, each written beside the previous one) and raises
+    `InsufficientSpaceError` otherwise, before any other callback writes.
+
+    Args:
+        folder: the run's output folder.
+        files_per_epoch: how many model-sized files an epoch's end may write.
+    """
+
+    def __init__(self, folder: str, files_per_epoch: int = 3):
+        super().__init__()
+        self.folder = folder
+        self.files_per_epoch = files_per_epoch
+
+    def _check(self) -> None:
+        variables = list(self.model.variables)
+        if self.model.optimizer is not None:
+            variables += list(self.model.optimizer.variables)
+        state_bytes = sum(math.prod(v.shape) * _itemsize(v.dtype) for v in variables)
+        require_free_space(
+            self.folder,
+            self.files_per_epoch * state_bytes,
+            f"the checkpoints and backup of an epoch ({self.files_per_epoch} files of "
+            f"{state_bytes / 2**20:.0f} MiB)",
+        )
+
+    def on_train_begin(self, logs=None):
+        self._check()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check()
+
+
+def _itemsize(dtype: str) -> int:
+    """Bytes per element from a Keras dtype name (`"float32"` -> 4, `"bool"` -> 1)."""
+    bits = "".join(c for c in str(dtype) if c.isdigit())
+    return max(int(bits or 8) // 8, 1)
 
 
 class RecordTrained(keras.callbacks.Callback):

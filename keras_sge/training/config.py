@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 from keras_sge.applications.registry import MODELS
+from keras_sge.training.distribution import DEFAULT_WORKER_TIMEOUT_S
 
 MIXED_PRECISION = ("none", "bfloat16", "float16")
 SCHEDULES = ("step", "cosine")
@@ -126,6 +127,8 @@ class TrainConfig:
             `keras.distribution.initialize()` from the `KERAS_DISTRIBUTION_*`
             variables; TensorFlow: `tf.distribute.MultiWorkerMirroredStrategy`
             from `TF_CONFIG`); only the chief writes the outputs.
+        worker_timeout: with `multi_worker`, seconds to wait for every worker to
+            join before giving up (naming the ones not reached).
         output_dir: where checkpoints, logs, curves and results go.
         seed: random seed of weights and data order.
         verbose: `model.fit` verbosity (`"auto"`, 0, 1 or 2).
@@ -170,6 +173,7 @@ class TrainConfig:
     jit: bool | None = None
     devices: int | None = None
     multi_worker: bool = False
+    worker_timeout: float = DEFAULT_WORKER_TIMEOUT_S
     output_dir: str = "runs/train"
     seed: int = 0
     verbose: str | int = "auto"

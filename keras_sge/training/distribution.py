@@ -16,6 +16,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -42,6 +46,9 @@ _TOUCHED = (
     "code, e.g. at the top of your script."
 )
 
+# How long a worker waits for the others to join (a few minutes: hosts start unevenly).
+DEFAULT_WORKER_TIMEOUT_S = 180.0
+
 # The running cluster: {"backend", "strategy" (TensorFlow), "index", "count"}.
 _cluster: dict[str, Any] = {}
 
@@ -58,8 +65,8 @@ def has_accelerator() -> bool:
     return False
 
 
-def _tf_cluster_from_environment() -> tuple[int, int]:
-    """Checks `TF_CONFIG`; returns `(this worker's index, number of workers)`."""
+def _tf_cluster_from_environment() -> tuple[int, list[str]]:
+    """Checks `TF_CONFIG`; returns `(this worker's index, every worker's address)`."""
     text = os.environ.get("TF_CONFIG")
     if not text:
         raise ValueError(
@@ -73,6 +80,7 @@ def _tf_cluster_from_environment() -> tuple[int, int]:
         task_type, task_index = task["type"], int(task["index"])
         tasks = [("chief", i) for i in range(len(cluster.get("chief", [])))]
         tasks += [("worker", i) for i in range(len(cluster.get("worker", [])))]
+        addresses = [str(a) for a in [*cluster.get("chief", []), *cluster.get("worker", [])]]
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise ValueError(
             f"TF_CONFIG is not a valid cluster description ({error!r}); expected JSON with "
@@ -84,11 +92,11 @@ def _tf_cluster_from_environment() -> tuple[int, int]:
             f"'chief' or 'worker', index below the number of addresses of that type), "
             f"e.g. {_TF_CONFIG_EXAMPLE}."
         )
-    return tasks.index((task_type, task_index)), len(tasks)
+    return tasks.index((task_type, task_index)), addresses
 
 
-def _jax_cluster_from_environment() -> tuple[int, int]:
-    """Checks the `KERAS_DISTRIBUTION_*` variables; returns `(index, count)`."""
+def _jax_cluster_from_environment() -> tuple[int, int, str]:
+    """Checks the `KERAS_DISTRIBUTION_*` variables; returns `(index, count, coordinator)`."""
     missing = [name for name in JAX_VARIABLES if not os.environ.get(name)]
     if missing:
         raise ValueError(
@@ -108,7 +116,7 @@ def _jax_cluster_from_environment() -> tuple[int, int]:
             "0 <= PROCESS_ID < NUM_PROCESSES, and JOB_ADDRESSES holding the coordinator "
             f"(process 0) address or one address per process, e.g. {_JAX_EXAMPLE}."
         )
-    return index, count
+    return index, count, addresses[0]
 
 
 def _multi_worker_strategy():
@@ -134,7 +142,7 @@ def _multi_worker_strategy():
     return Strategy()
 
 
-def initialize_multi_worker() -> None:
+def initialize_multi_worker(timeout: float = DEFAULT_WORKER_TIMEOUT_S) -> None:
     """Starts the multi-worker runtime of the current backend (once per process).
 
     - TensorFlow: creates the `tf.distribute.MultiWorkerMirroredStrategy` of
@@ -143,12 +151,26 @@ def initialize_multi_worker() -> None:
       was chosen, then `keras.distribution.initialize()` from the
       `KERAS_DISTRIBUTION_*` variables (`jax.distributed.initialize`).
 
+    It waits up to `timeout` seconds for the other workers. TensorFlow: until
+    every worker's address answers, else `WorkersNotJoinedError` names the
+    workers not reached and their addresses. JAX: JAX's own wait, which
+    cannot be interrupted, so after `timeout` the process prints the same
+    kind of message and ends with exit status 1 (JAX itself aborts at 300 s:
+    the timeout is at most 290 s). An address of this host that another
+    process holds is refused before anything starts.
+
     Call it at the start of the program, before anything touches the devices
     (device queries, tensors, datasets, models). Calling it again does nothing.
+
+    Args:
+        timeout: seconds to wait for the other workers.
 
     Raises:
         ValueError: the cluster variables are missing or inconsistent, or
             the backend is torch.
+        OSError: this worker's address (TensorFlow) or the coordinator's
+            (JAX, worker 0) is in use on this host.
+        WorkersNotJoinedError: (TensorFlow) a worker did not answer in time.
         RuntimeError: the devices were already in use.
 
     Example:
@@ -158,11 +180,14 @@ def initialize_multi_worker() -> None:
     >>> if is_chief():
     ...     print("I write the outputs")
     """
+    if not timeout > 0:
+        raise ValueError(f"`timeout` must be a positive number of seconds. Received: {timeout!r}")
     backend = keras.backend.backend()
     if _cluster:
         return
     if backend == "tensorflow":
-        index, count = _tf_cluster_from_environment()
+        index, addresses = _tf_cluster_from_environment()
+        _wait_for_tf_peers(index, addresses, timeout)
         try:
             strategy = _multi_worker_strategy()
         except RuntimeError as error:
@@ -170,26 +195,126 @@ def initialize_multi_worker() -> None:
                 "TensorFlow was already initialised in this process, so its collective "
                 f"operations can no longer be configured ({error}). {_TOUCHED}"
             ) from error
-        _cluster.update(backend=backend, strategy=strategy, index=index, count=count)
+        _cluster.update(backend=backend, strategy=strategy, index=index, count=len(addresses))
     elif backend == "jax":
-        index, count = _jax_cluster_from_environment()
+        index, count, coordinator = _jax_cluster_from_environment()
+        if index == 0:  # the coordinator's service will listen there
+            _listen_on(coordinator, index).close()
         import jax
 
         if jax.config.jax_cpu_collectives_implementation not in ("gloo", "mpi", "megascale"):
             # Without it, JAX on CPUs fails at the first cross-process operation.
             jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        try:
-            keras.distribution.initialize()
-        except RuntimeError as error:
-            raise RuntimeError(
-                f"JAX's backend was already initialised in this process ({error}). {_TOUCHED}"
-            ) from error
+        missing = lambda: _jax_missing(index, count, coordinator)  # noqa: E731
+        with _joined_within(min(timeout, 290.0), index, count, missing):
+            try:
+                keras.distribution.initialize()
+            except RuntimeError as error:
+                raise RuntimeError(
+                    f"JAX's backend was already initialised in this process ({error}). {_TOUCHED}"
+                ) from error
         _cluster.update(backend=backend, index=jax.process_index(), count=jax.process_count())
     else:
         raise ValueError(
             f"The {backend} backend trains on one device here (Keras has no data-parallel "
             "fit for it); use KERAS_BACKEND=jax or tensorflow for several hosts."
         )
+
+
+class WorkersNotJoinedError(TimeoutError):
+    """Not every worker of the cluster joined within the timeout."""
+
+
+def _not_joined_message(index: int, count: int, timeout: float, missing: str) -> str:
+    return (
+        f"worker {index} of {count}: not every worker joined within {timeout:.0f} s. "
+        f"{missing} Start every worker, or allow more time (--worker-timeout)."
+    )
+
+
+def _listen_on(address: str, index: int) -> socket.socket:
+    """A socket listening on this worker's port; refuses a port another process holds."""
+    port = int(address.rsplit(":", 1)[-1])
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(("", port))
+    except OSError as error:
+        listener.close()
+        raise OSError(
+            error.errno,
+            f"Worker {index}'s address {address} cannot be used: port {port} is taken on "
+            f"this host ({error.strerror}). Stop the process that holds it (a previous "
+            "run?) or give this worker a free port in the cluster variables.",
+        ) from None
+    listener.listen()
+    return listener
+
+
+def _wait_for_tf_peers(index: int, addresses: list[str], timeout: float) -> None:
+    """Returns once every other worker's address answers; raises after `timeout` s.
+
+    TensorFlow's own wait for the cluster holds the interpreter and cannot be
+    timed out from Python, so the workers meet first here: each listens on its
+    own port (TensorFlow's server takes it over next) and polls the others'.
+    """
+    listener = _listen_on(addresses[index], index)
+    print(
+        f"worker {index}: waiting for all {len(addresses)} workers (up to {timeout:.0f} s)",
+        flush=True,
+    )
+    deadline = time.monotonic() + timeout
+    waiting = {i: a for i, a in enumerate(addresses) if i != index}
+    try:
+        while waiting:
+            waiting = {i: a for i, a in waiting.items() if not _answers(a)}
+            if waiting and time.monotonic() > deadline:
+                silent = ", ".join(f"worker {i} at {a}" for i, a in waiting.items())
+                raise WorkersNotJoinedError(
+                    _not_joined_message(index, len(addresses), timeout, f"Not reachable: {silent}.")
+                )
+            time.sleep(0.2 if waiting else 0)
+    finally:
+        listener.close()
+
+
+@contextlib.contextmanager
+def _joined_within(timeout: float, index: int, count: int, missing: Callable[[], str]):
+    """Ends the process (exit status 1) if the block has not returned in `timeout` s
+    (for JAX, whose wait releases the interpreter but cannot be interrupted)."""
+
+    def give_up() -> None:
+        message = _not_joined_message(index, count, timeout, missing())
+        print(f"\nerror: {message}", file=sys.stderr, flush=True)
+        os._exit(1)
+
+    print(f"worker {index}: waiting for all {count} workers (up to {timeout:.0f} s)", flush=True)
+    timer = threading.Timer(timeout, give_up)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def _answers(address: str) -> bool:
+    host, port = address.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def _jax_missing(index: int, count: int, coordinator: str) -> str:
+    if index != 0 and not _answers(coordinator):
+        return f"Not reachable: worker 0 (the coordinator) at {coordinator}."
+    others = [i for i in range(count) if i != index]
+    return (
+        f"The coordinator at {coordinator} did not see all {count} workers: one of "
+        f"workers {others} (KERAS_DISTRIBUTION_PROCESS_ID) has not started or cannot reach it."
+    )
 
 
 def num_workers() -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import json
 import os
 import shutil
@@ -92,6 +93,44 @@ def write_text_atomically(path: str, text: str) -> None:
 def write_json_atomically(path: str, value: Any) -> None:
     """Writes `value` as indented JSON to `path` through a temporary file."""
     write_text_atomically(path, json.dumps(value, indent=2) + "\n")
+
+
+# Room kept free beyond the estimated size of the next files (TensorBoard events,
+# metrics.csv, curves.png, the file system's own overhead).
+SPACE_MARGIN_BYTES = 64 * 2**20
+
+
+class InsufficientSpaceError(OSError):
+    """The disk lacks room for the next files of a run (checked before writing)."""
+
+
+def require_free_space(folder: str, needed_bytes: int, what: str) -> None:
+    """Raises before a write that `folder`'s disk has no room for.
+
+    Checking first keeps a full disk from cutting a file short inside a native
+    writer (h5py can crash the process then); files already written stay as
+    they are.
+
+    Args:
+        folder: where the files go.
+        needed_bytes: their estimated size.
+        what: what would be written, for the message.
+
+    Raises:
+        InsufficientSpaceError: less than `needed_bytes + SPACE_MARGIN_BYTES` free.
+    """
+    free = shutil.disk_usage(folder).free
+    if free < needed_bytes + SPACE_MARGIN_BYTES:
+        raise InsufficientSpaceError(
+            errno.ENOSPC,
+            f"Not enough free space in {folder!r} for {what}: {_mib(free)} free, "
+            f"{_mib(needed_bytes + SPACE_MARGIN_BYTES)} needed. Nothing written before was "
+            "lost: free some space and run the same command again to continue",
+        )
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.0f} MiB"
 
 
 def copy_atomically(source: str, destination: str) -> None:

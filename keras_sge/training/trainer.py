@@ -12,16 +12,20 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import keras
 
 from keras_sge.applications.registry import model_spec
+from keras_sge.losses import SparseCategoricalCrossentropyWithSmoothing
+from keras_sge.optimizers import SGDWithL2
+from keras_sge.optimizers.schedules import make_schedule
 from keras_sge.training import distribution, finetune
 from keras_sge.training.callbacks import (
     LearningRateLogger,
     RecordTrained,
+    RequireFreeSpace,
     StopOnNonFiniteLoss,
     TrainingCurves,
     keep_epochs_before,
@@ -36,12 +40,10 @@ from keras_sge.training.files import (
     check_backup,
     copy_atomically,
     remove_partial_files,
+    require_free_space,
     run_lock,
     write_json_atomically,
 )
-from keras_sge.training.losses import SparseCategoricalCrossentropyWithSmoothing
-from keras_sge.training.optimizers import SGDWithL2
-from keras_sge.training.schedules import make_schedule
 
 ModelFn = Callable[[tuple, int], keras.Model]
 
@@ -210,6 +212,26 @@ def _load_datasets(config: TrainConfig, replicas: int):
                 f"The training split has {info.num_examples} examples, fewer than one "
                 f"batch of {config.batch_size}; lower batch_size (--batch-size)."
             )
+    val_ds, val_steps = _validation_batches(config, val_ds, val_info, batch_size, replicas)
+    train_ds = train_ds.repeat()
+    return (
+        distribution.distribute_input(lambda: train_ds),
+        distribution.distribute_input(lambda: val_ds),
+        info,
+        steps,
+        val_steps,
+    )
+
+
+def _validation_batches(config: TrainConfig, val_ds, val_info, batch_size: int, replicas: int):
+    """The validation split as `fit` reads it, and its steps per pass.
+
+    Padded (zero-weight examples, then zero-weight batches) on several devices
+    and workers so that every worker runs every step and every image counts
+    once; repeated, since `fit` keeps one validation iterator for all epochs.
+    """
+    per_step = distribution.input_batches_per_step(replicas)
+    partial = config.validation_steps is not None
     if replicas > 1:
         val_ds = _pad_batches(val_ds, batch_size)
     val_steps = config.validation_steps
@@ -238,14 +260,7 @@ def _load_datasets(config: TrainConfig, replicas: int):
         # `fit` keeps one validation iterator for all epochs: repeat the split and
         # give the number of batches per pass, so every epoch validates on it all.
         val_ds = val_ds.repeat()
-    train_ds = train_ds.repeat()
-    return (
-        distribution.distribute_input(lambda: train_ds),
-        distribution.distribute_input(lambda: val_ds),
-        info,
-        steps,
-        val_steps,
-    )
+    return val_ds, val_steps
 
 
 def _prepare_output_dir(config: TrainConfig, paths: OutputPaths) -> int:
@@ -387,7 +402,7 @@ def train(
     """
     if config.multi_worker:
         # First: the cluster runtime must start before any device query.
-        distribution.initialize_multi_worker()
+        distribution.initialize_multi_worker(config.worker_timeout)
     config = config.resolved(accelerator=has_accelerator())
     paths = _worker_paths(OutputPaths(config.output_dir))
     os.makedirs(paths.root, exist_ok=True)
@@ -441,6 +456,7 @@ def _finish_run(paths: OutputPaths, model_name: str) -> None:
     """
     with open(paths.trained) as f:
         trained = json.load(f)
+    require_free_space(paths.root, os.path.getsize(paths.last), "model.keras")
     copy_atomically(paths.last, paths.model)
     shutil.rmtree(paths.backup, ignore_errors=True)
     plot_training_curves(paths.metrics, paths.curves)
@@ -489,7 +505,12 @@ def _train_in(
     model_fn: ModelFn | None,
     callbacks: Sequence[keras.callbacks.Callback],
 ) -> TrainResult:
-    """`train` in an output directory whose run lock this process holds (or its chief)."""
+    """`train` in an output directory whose run lock this process holds (or its chief).
+
+    The steps: prepare the output folder (agreeing with the other workers on
+    the epoch to resume from); in the data-parallel scope, load the data,
+    build and compile the model, record the configuration and fit; then finish.
+    """
     resume_epoch = distribution.agree_across_workers(
         lambda: (
             _prepare_output_dir(config, paths)
@@ -499,122 +520,35 @@ def _train_in(
         "the epoch to resume from",
     )
     keras.utils.set_random_seed(config.seed)
-    previous_policy = keras.config.dtype_policy()
-    if config.mixed_precision != "none":
-        keras.config.set_dtype_policy(f"mixed_{config.mixed_precision}")
-    try:
-        with data_parallel(config.devices, config.multi_worker) as replicas:
-            if config.batch_size % replicas:
-                raise ValueError(
-                    f"The global batch size {config.batch_size} must be divisible by "
-                    f"the number of devices ({replicas})."
-                )
-            train_ds, val_ds, info, steps, val_steps = _load_datasets(config, replicas)
-            size = config.image_size
-            channels_first = keras.config.image_data_format() == "channels_first"
-            input_shape = (3, size, size) if channels_first else (size, size, 3)
-            if model_fn is not None:
-                model = model_fn(input_shape, info.num_classes)
-            else:
-                model = build_model(
-                    config.model,
-                    input_shape=input_shape,
-                    num_classes=info.num_classes,
-                    groups=config.groups,
-                    sge_options=config.sge_options,
-                )
-            tuning = finetune.prepare(model, config)
-            schedule = make_schedule(
-                config.schedule,
-                peak_learning_rate=config.peak_learning_rate,
-                steps_per_epoch=steps,
-                epochs=config.epochs,
-                warmup_epochs=config.warmup_epochs,
-                milestones=config.lr_milestones,
-                factor=config.lr_decay_factor,
+    with (
+        _dtype_policy(config.mixed_precision),
+        data_parallel(config.devices, config.multi_worker) as replicas,
+    ):
+        if config.batch_size % replicas:
+            raise ValueError(
+                f"The global batch size {config.batch_size} must be divisible by "
+                f"the number of devices ({replicas})."
             )
-            optimizer = SGDWithL2(
-                learning_rate=schedule,
-                momentum=config.momentum,
-                l2=config.weight_decay,
-                decay_vectors=config.decay_all_parameters,
-                lr_multipliers=None if tuning is None else tuning.lr_multipliers,
-            )
-            if config.label_smoothing:
-                loss = SparseCategoricalCrossentropyWithSmoothing(config.label_smoothing)
-            else:
-                loss = keras.losses.SparseCategoricalCrossentropy()
-            # mixed_float16 models get a keras.optimizers.LossScaleOptimizer here.
-            model.compile(
-                optimizer=optimizer,
-                loss=loss,
-                # Weighted: padded validation examples (weight 0) must not count.
-                weighted_metrics=accuracy_metrics(info.num_classes),
-                jit_compile="auto" if config.jit is None else config.jit,
-            )
-            derived = {
-                "backend": keras.backend.backend(),
-                "replicas": replicas,
-                "per_device_batch_size": config.batch_size // replicas,
-                "peak_learning_rate": config.peak_learning_rate,
-                "steps_per_epoch": steps,
-                "validation_steps": val_steps,
-                "validation_partial": config.validation_steps is not None,
-                "num_classes": info.num_classes,
-                "class_names": list(info.class_names) if info.class_names else None,
-                "train_examples": info.num_examples,
-                "image_data_format": keras.config.image_data_format(),
-            }
-            if distribution.is_chief():
-                write_json_atomically(
-                    paths.config, {**dataclasses.asdict(config), "derived": derived}
-                )
-            earlier = [row["val_top1"] for row in read_metrics(paths.metrics) if "val_top1" in row]
-            if distribution.num_workers() > 1:
-                # The chief's best so far, so that every worker saves the same epochs.
-                best = distribution.from_chief(round(max(earlier) * 1e9) if earlier else -1)
-                earlier = [best / 1e9] if best >= 0 else []
-            all_callbacks = [
-                *distribution.worker_callbacks(),
-                LearningRateLogger(),
-                StopOnNonFiniteLoss(),
-                AtomicCSVLogger(paths.metrics),
-                AtomicModelCheckpoint(
-                    paths.best,
-                    monitor="val_top1",
-                    mode="max",
-                    save_best_only=True,
-                    initial_value_threshold=max(earlier) if earlier else None,
-                ),
-                AtomicModelCheckpoint(paths.last),
-                keras.callbacks.TensorBoard(paths.tensorboard, profile_batch=0),
-                TrainingCurves(paths.metrics, paths.curves),
-                RecordTrained(paths.trained, config.epochs, resume_epoch),
-                # Last, so that its "epoch finished" record is written after
-                # every other output of the epoch.
-                # Two states: a kill while the newest is written leaves the previous.
-                keras.callbacks.BackupAndRestore(paths.backup, double_checkpoint=True),
-                *callbacks,
-            ]
-            if not distribution.is_chief():
-                all_callbacks = [c for c in all_callbacks if not isinstance(c, _CHIEF_CALLBACKS)]
-            fit = (
-                model.fit if tuning is None else functools.partial(tuning.fit, model, resume_epoch)
-            )
-            start = time.perf_counter()
-            fitted = fit(
-                train_ds,
-                epochs=config.epochs,
-                steps_per_epoch=steps,
-                validation_data=val_ds,
-                validation_steps=val_steps,
-                shuffle=False,  # the tf.data pipeline shuffles
-                callbacks=all_callbacks,
-                verbose=config.verbose,
-            )
-            wall_time = time.perf_counter() - start
-    finally:
-        keras.config.set_dtype_policy(previous_policy)
+        train_ds, val_ds, info, steps, val_steps = _load_datasets(config, replicas)
+        model = _build(config, model_fn, info.num_classes)
+        tuning = finetune.prepare(model, config)
+        _compile(model, config, info.num_classes, steps, tuning)
+        if distribution.is_chief():
+            derived = _derived(config, replicas, info, steps, val_steps)
+            write_json_atomically(paths.config, {**dataclasses.asdict(config), "derived": derived})
+        fit = model.fit if tuning is None else functools.partial(tuning.fit, model, resume_epoch)
+        start = time.perf_counter()
+        fitted = fit(
+            train_ds,
+            epochs=config.epochs,
+            steps_per_epoch=steps,
+            validation_data=val_ds,
+            validation_steps=val_steps,
+            shuffle=False,  # the tf.data pipeline shuffles
+            callbacks=_callbacks(config, paths, resume_epoch, callbacks),
+            verbose=config.verbose,
+        )
+        wall_time = time.perf_counter() - start
 
     if not distribution.is_chief():
         shutil.rmtree(os.path.dirname(paths.model), ignore_errors=True)
@@ -625,3 +559,122 @@ def _train_in(
         write_json_atomically(paths.trained, {"fit_wall_time_s": round(wall_time, 2)})
     _finish_run(paths, "custom" if model_fn is not None else config.model)
     return _result_from_files(config, paths, model)
+
+
+@contextlib.contextmanager
+def _dtype_policy(mixed_precision: str) -> Iterator[None]:
+    """Keras' global dtype policy for the run (`"none"`: left as it is), restored after."""
+    previous = keras.config.dtype_policy()
+    if mixed_precision != "none":
+        keras.config.set_dtype_policy(f"mixed_{mixed_precision}")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _build(config: TrainConfig, model_fn: ModelFn | None, num_classes: int) -> keras.Model:
+    """The run's model, in Keras' image data format."""
+    size = config.image_size
+    channels_first = keras.config.image_data_format() == "channels_first"
+    input_shape = (3, size, size) if channels_first else (size, size, 3)
+    if model_fn is not None:
+        return model_fn(input_shape, num_classes)
+    return build_model(
+        config.model,
+        input_shape=input_shape,
+        num_classes=num_classes,
+        groups=config.groups,
+        sge_options=config.sge_options,
+    )
+
+
+def _compile(model: keras.Model, config: TrainConfig, num_classes: int, steps: int, tuning) -> None:
+    """Compiles with the recipe: coupled-L2 SGD on the schedule, the (smoothed) loss."""
+    schedule = make_schedule(
+        config.schedule,
+        peak_learning_rate=config.peak_learning_rate,
+        steps_per_epoch=steps,
+        epochs=config.epochs,
+        warmup_epochs=config.warmup_epochs,
+        milestones=config.lr_milestones,
+        factor=config.lr_decay_factor,
+    )
+    optimizer = SGDWithL2(
+        learning_rate=schedule,
+        momentum=config.momentum,
+        l2=config.weight_decay,
+        decay_vectors=config.decay_all_parameters,
+        lr_multipliers=None if tuning is None else tuning.lr_multipliers,
+    )
+    if config.label_smoothing:
+        loss = SparseCategoricalCrossentropyWithSmoothing(config.label_smoothing)
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy()
+    # mixed_float16 models get a keras.optimizers.LossScaleOptimizer here.
+    model.compile(
+        optimizer=optimizer,
+        loss=loss,
+        # Weighted: padded validation examples (weight 0) must not count.
+        weighted_metrics=accuracy_metrics(num_classes),
+        jit_compile="auto" if config.jit is None else config.jit,
+    )
+
+
+def _derived(config: TrainConfig, replicas: int, info, steps: int, val_steps) -> dict[str, Any]:
+    """The values the run derived from its configuration, for `config.json`."""
+    return {
+        "backend": keras.backend.backend(),
+        "replicas": replicas,
+        "per_device_batch_size": config.batch_size // replicas,
+        "peak_learning_rate": config.peak_learning_rate,
+        "steps_per_epoch": steps,
+        "validation_steps": val_steps,
+        "validation_partial": config.validation_steps is not None,
+        "num_classes": info.num_classes,
+        "class_names": list(info.class_names) if info.class_names else None,
+        "train_examples": info.num_examples,
+        "image_data_format": keras.config.image_data_format(),
+    }
+
+
+def _callbacks(
+    config: TrainConfig,
+    paths: OutputPaths,
+    resume_epoch: int,
+    extra: Sequence[keras.callbacks.Callback],
+) -> list[keras.callbacks.Callback]:
+    """The run's callbacks, in the order their writes must happen; the chief's alone
+    write the shared files."""
+    earlier = [row["val_top1"] for row in read_metrics(paths.metrics) if "val_top1" in row]
+    if distribution.num_workers() > 1:
+        # The chief's best so far, so that every worker saves the same epochs.
+        best = distribution.from_chief(round(max(earlier) * 1e9) if earlier else -1)
+        earlier = [best / 1e9] if best >= 0 else []
+    callbacks = [
+        # First: it checks the disk before this epoch's files are written.
+        RequireFreeSpace(paths.root),
+        *distribution.worker_callbacks(),
+        LearningRateLogger(),
+        StopOnNonFiniteLoss(),
+        AtomicCSVLogger(paths.metrics),
+        AtomicModelCheckpoint(
+            paths.best,
+            monitor="val_top1",
+            mode="max",
+            save_best_only=True,
+            initial_value_threshold=max(earlier) if earlier else None,
+        ),
+        AtomicModelCheckpoint(paths.last),
+        keras.callbacks.TensorBoard(paths.tensorboard, profile_batch=0),
+        TrainingCurves(paths.metrics, paths.curves),
+        RecordTrained(paths.trained, config.epochs, resume_epoch),
+        # Last, so that its "epoch finished" record is written after every other
+        # output of the epoch. Two states: a kill while the newest is written
+        # leaves the previous.
+        keras.callbacks.BackupAndRestore(paths.backup, double_checkpoint=True),
+        *extra,
+    ]
+    if not distribution.is_chief():
+        callbacks = [c for c in callbacks if not isinstance(c, _CHIEF_CALLBACKS)]
+    return callbacks

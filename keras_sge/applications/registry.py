@@ -20,14 +20,9 @@ class ModelSpec:
     """One buildable model.
 
     Attributes:
-        name: The name used by the programs and configs, e.g. `"sge_resnet50"`.
         builder: The `keras_sge.applications` function that builds it.
-        depth: ResNet depth (18, 34, 50 or 101).
-        attention: Whether every block has a `SpatialGroupEnhance` layer.
-        params: Trainable parameters with the 1000-class head.
-        paper_top1: ImageNet validation top-1 (fraction) reported by the
-            authors (single 224 centre crop), or `None` if they report none.
-        paper_top5: The same for top-5.
+        name, depth, attention, params, paper_top1, paper_top5: Its row of
+            `keras_sge.applications.variants.VARIANTS` (see `Variant`).
     """
 
     name: str

@@ -81,7 +81,7 @@ def spatial_group_enhance_channels_last(
     def gated(view):
         positions, divisor = sge.position_counts(view, 1)
         g = sge.sum_over_positions(view, 1) / positions
-        s = _similarity(view, g)  # (N, P, G)
+        s = _similarity(sge.similarity_terms(view, g, normalize), g)  # (N, P, G)
         gate = sge.gate_from_similarity(
             s,
             *sge.float32_parameters(gamma, beta, (groups,)),

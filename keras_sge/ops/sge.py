@@ -17,6 +17,9 @@ from keras import ops
 
 DATA_FORMATS = ("channels_last", "channels_first")
 
+# Positions that `sum_over_positions` sums with the backend's own reduction.
+PLAIN_SUM_SIZE = 16
+
 # Added to the variance under the square root, so that the std's slope stays
 # finite where the variance is 0; no float32 variance above about 2e-23 changes.
 VARIANCE_FLOOR = 1e-30
@@ -266,8 +269,12 @@ def view_gate(view, gamma, beta, *, epsilon, data_format, normalize, group_mean=
     positions, divisor = position_counts(view, axis)
     # 1. The group's global average feature g.
     g = sum_over_positions(view, axis) / positions if group_mean is None else group_mean
-    # 2. The similarity s of every position to g.
-    s = ops.sum(view * g, axis=3 if data_format == "channels_last" else 2, keepdims=True)
+    # 2. The similarity s of every position to g (centred: see `similarity_terms`).
+    s = ops.sum(
+        similarity_terms(view, g, normalize) * g,
+        axis=3 if data_format == "channels_last" else 2,
+        keepdims=True,
+    )
     shape = parameter_shape(gamma.shape[0], data_format)
     return gate_from_similarity(
         s,
@@ -280,11 +287,23 @@ def view_gate(view, gamma, beta, *, epsilon, data_format, normalize, group_mean=
     )
 
 
+def similarity_terms(view, g, normalize: bool):
+    """What the similarity sums against `g`: `view - g` when normalizing, else `view`.
+
+    The normalisation needs `s - mean_hw(s)`, which is `sum_c((x - g) * g)`
+    exactly. Formed so, it has no cancellation: where a group's features
+    share a large offset over a tiny spread, `s` and its mean agree in most
+    digits, and their float32 difference is mostly rounding.
+    """
+    return view - g if normalize else view
+
+
 def gate_from_similarity(s, gamma, beta, *, positions, divisor, epsilon, normalize, axis):
     """Steps 3-4: `sigmoid(gamma * t + beta)` from the similarity `s`.
 
     Args:
-        s: The similarity, positions along `axis`.
+        s: The similarity, positions along `axis`; centred (formed from
+            `similarity_terms`) when `normalize`.
         gamma, beta: float32, shaped to broadcast one number per group against `s`.
         positions, divisor: From `position_counts`.
         epsilon, normalize: As for `spatial_group_enhance`.
@@ -294,7 +313,7 @@ def gate_from_similarity(s, gamma, beta, *, positions, divisor, epsilon, normali
         return ops.sigmoid(gamma * s + beta)
     # 3. s normalised over the positions, with the unbiased std, and
     # 4. the gate, with one scale and one shift per group.
-    centered = s - sum_over_positions(s, axis) / positions
+    centered = s
     variance = sum_over_positions(ops.square(centered), axis) / divisor
     # The floor keeps the std's slope finite for one position or a constant
     # map (then centered == 0 and t == 0).
@@ -309,12 +328,30 @@ def gate_from_similarity(s, gamma, beta, *, positions, divisor, epsilon, normali
 
 
 def sum_over_positions(tensor, axis: int):
-    """Sums over the positions `axis`, keeping it.
+    """Sums over the positions `axis`, keeping it, pairwise down to a few positions.
 
-    A sum divided afterwards rather than `ops.mean`: torch's autograd of a
-    mean divides an input-sized gradient element by element.
+    Halves the axis (first half plus second half, an odd last position set
+    aside) until at most `PLAIN_SUM_SIZE` positions are left, then sums those.
+    The halvings are element-wise additions, which no backend reorders: the
+    sum's rounding grows with log2(H*W), as in torch's pairwise sums, on every
+    backend, also where TensorFlow's kernels or XLA:CPU would otherwise add a
+    long axis up one element after another. A sum divided afterwards rather
+    than `ops.mean`: torch's autograd of a mean divides an input-sized
+    gradient element by element.
     """
-    return ops.sum(tensor, axis=axis, keepdims=True)
+    size, set_aside = tensor.shape[axis], []
+    if isinstance(size, int):
+        before = (slice(None),) * axis
+        while size > PLAIN_SUM_SIZE:
+            half = size // 2
+            if size % 2:
+                set_aside.append(tensor[before + (slice(size - 1, size),)])
+            tensor = tensor[before + (slice(0, half),)] + tensor[before + (slice(half, 2 * half),)]
+            size = half
+    total = ops.sum(tensor, axis=axis, keepdims=True)
+    for part in set_aside:
+        total = total + part
+    return total
 
 
 def position_counts(view, axis: int):
@@ -336,12 +373,12 @@ def float32_parameters(gamma, beta, shape):
 def gated_by_similarity_matmul(view, gamma, beta, similarity, epsilon, normalize):
     """`view * gate` for the channels_first view (N, G, C/G, P), without size-1 axes.
 
-    `similarity(view, g)` gives s as (N, G, 1, P), e.g. as a batched matmul;
-    the statistics then run on (N, G, P) tensors.
+    `similarity(terms, g)` (of `similarity_terms`) gives s as (N, G, 1, P),
+    e.g. as a batched matmul; the statistics then run on (N, G, P) tensors.
     """
     positions, divisor = position_counts(view, 3)
     g = sum_over_positions(view, 3) / positions  # (N, G, C/G, 1)
-    s = ops.squeeze(similarity(view, g), 2)  # (N, G, P)
+    s = ops.squeeze(similarity(similarity_terms(view, g, normalize), g), 2)  # (N, G, P)
     gamma, beta = float32_parameters(gamma, beta, (gamma.shape[0], 1))
     gate = gate_from_similarity(
         s,

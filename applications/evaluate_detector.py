@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from keras_sge.programs.arguments import image_size, integer
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
@@ -22,8 +24,10 @@ def main(argv=None) -> int:
     p.add_argument("--dataset", default="demo", help="demo | a COCO folder")
     p.add_argument("--split", help="split of a COCO folder (default val2017; demo: val)")
     p.add_argument("--data-dir", help="cache root of the demo files")
-    p.add_argument("--image-size", type=int, default=96)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument(
+        "--image-size", type=image_size, default=64, help="the size it was trained at (demo: 64)"
+    )
+    p.add_argument("--batch-size", type=integer(1), default=8)
     p.add_argument("--output-dir", default=".")
     args = p.parse_args(argv)
 

@@ -13,6 +13,8 @@ import argparse
 import os
 import sys
 
+from keras_sge.programs.arguments import image_size, number
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
@@ -21,8 +23,10 @@ def main(argv=None) -> int:
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--model", required=True, help="a detector .keras file")
     p.add_argument("--class-names", nargs="+", help="names by class index (default: numbers)")
-    p.add_argument("--image-size", type=int, default=96)
-    p.add_argument("--min-score", type=float, default=0.3)
+    p.add_argument(
+        "--image-size", type=image_size, default=64, help="the size it was trained at (demo: 64)"
+    )
+    p.add_argument("--min-score", type=number(0, 1), default=0.3)
     p.add_argument("--output-dir", default="detections")
     args = p.parse_args(argv)
 

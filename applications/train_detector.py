@@ -22,6 +22,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from keras_sge.programs.arguments import image_size, integer, number
+
 _MODELS = {f"{p}resnet{d}": (d, p == "sge_") for p in ("sge_", "") for d in (18, 34, 50, 101)}
 
 
@@ -36,32 +38,38 @@ def parse_args(argv=None):
     p.add_argument("--train-split", default="train2017")
     p.add_argument("--val-split", default="val2017")
     p.add_argument("--data-dir", help="cache root of the demo files")
-    p.add_argument("--demo-images", type=int, nargs=2, default=(600, 200), metavar=("TRAIN", "VAL"))
+    p.add_argument(
+        "--demo-images", type=integer(1), nargs=2, default=(600, 200), metavar=("TRAIN", "VAL")
+    )
     p.add_argument("--model", default="sge_resnet18", choices=sorted(_MODELS))
     p.add_argument(
         "--weights", help="backbone start (imagenet, a checkpoint) or a detector .keras file"
     )
-    p.add_argument("--image-size", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--image-size", type=image_size, default=64)
+    p.add_argument("--batch-size", type=integer(1), default=16)
+    p.add_argument("--epochs", type=integer(1), default=2)
     p.add_argument(
         "--optimizer",
         choices=("sgd", "adam"),
         default="adam",
         help="sgd: the authors' recipe; adam: the demo's default",
     )
-    p.add_argument("--learning-rate", type=float, default=3e-4)
-    p.add_argument("--warmup-steps", type=int, default=10)
-    p.add_argument("--anchor-size", type=float, help="anchor octave base (demo: 2, COCO: 4)")
-    p.add_argument("--head-convs", type=int, help="convolutions per head (demo: 2, COCO: 4)")
+    p.add_argument("--learning-rate", type=number(0, open_minimum=True), default=3e-4)
+    p.add_argument("--warmup-steps", type=integer(0), default=10)
+    p.add_argument(
+        "--anchor-size",
+        type=number(0, open_minimum=True),
+        help="anchor octave base (demo: 2, COCO: 4)",
+    )
+    p.add_argument("--head-convs", type=integer(1), help="convolutions per head (demo: 2, COCO: 4)")
     p.add_argument(
         "--pretrain-epochs",
-        type=int,
+        type=integer(0),
         default=2,
         help="demo, no --weights: classification demo epochs to start the backbone (0: random)",
     )
-    p.add_argument("--devices", type=int, help="data-parallel devices")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--devices", type=integer(1), help="data-parallel devices")
+    p.add_argument("--seed", type=integer(0), default=0)
     args = p.parse_args(argv)
     depth, attention = _MODELS[args.model]
     fields = {k: v for k, v in vars(args).items() if k != "model"}

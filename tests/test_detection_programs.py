@@ -137,3 +137,26 @@ def test_the_demo_learns(tmp_path, model):
     assert load_program("train_detector").main(["--output-dir", out, "--model", model]) == 0
     with open(os.path.join(out, "results.json")) as f:
         assert json.load(f)["AP50"] >= 0.5
+
+
+@pytest.mark.backend_independent
+@pytest.mark.parametrize(
+    "program, arguments, message",
+    [
+        ("train_detector", ["--epochs", "0"], "--epochs: must be an integer >= 1, got 0"),
+        ("train_detector", ["--image-size", "8"], "--image-size: must be an integer >= 32"),
+        (
+            "train_detector",
+            ["--learning-rate", "-1"],
+            "--learning-rate: must be a finite number > 0",
+        ),
+        ("train_detector", ["--demo-images", "0", "5"], "--demo-images: must be an integer >= 1"),
+        ("evaluate_detector", ["--model", "m.keras", "--batch-size", "0"], "--batch-size: must be"),
+        ("predict_detector", ["a.jpg", "--model", "m.keras", "--min-score", "2"], "[0, 1]"),
+    ],
+)
+def test_detection_program_flags_are_range_checked(program, arguments, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_program(program).main(arguments)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

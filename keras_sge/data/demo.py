@@ -20,6 +20,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -196,15 +197,38 @@ def prepare_demo(
             )
     root = os.fspath(data_dir) if data_dir is not None else default_data_dir()
     folder = os.path.join(root, f"demo-v{DEMO_VERSION}-seed{seed}-{num_train}-{num_validation}")
-    if os.path.exists(os.path.join(folder, _COMPLETE_MARKER)):
-        return folder
-    os.makedirs(root, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".demo-partial-", dir=root)
-    try:
+
+    def write(staging: str) -> None:
         _write_split(staging, seed, "train", num_train)
         _write_split(staging, seed, "val", num_validation)
+
+    return write_folder_once(folder, write, f"keras_sge demo dataset v{DEMO_VERSION}")
+
+
+def write_folder_once(folder: str, write: Callable[[str], None], description: str) -> str:
+    """Creates `folder` whole or not at all, once, however many processes race for it.
+
+    `write(staging)` fills a hidden staging folder beside `folder`, which gets a
+    `COMPLETE` marker and is renamed into place; a folder with the marker is
+    kept as it is.
+
+    Args:
+        folder: the folder to create.
+        write: fills the folder it is given.
+        description: the marker file's text.
+
+    Returns:
+        `folder`.
+    """
+    if os.path.exists(os.path.join(folder, _COMPLETE_MARKER)):
+        return folder
+    root = os.path.dirname(folder)
+    os.makedirs(root, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".partial-", dir=root)
+    try:
+        write(staging)
         with open(os.path.join(staging, _COMPLETE_MARKER), "w") as f:
-            f.write(f"keras_sge demo dataset v{DEMO_VERSION}\n")
+            f.write(description + "\n")
         try:
             os.rename(staging, folder)
         except OSError:

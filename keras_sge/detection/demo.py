@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 
 import numpy as np
 from PIL import ImageDraw
@@ -26,6 +24,7 @@ from keras_sge.data.demo import (
     _rotated,
     _shape_polygons,
     default_data_dir,
+    write_folder_once,
 )
 
 DEMO_VERSION = 1
@@ -36,7 +35,6 @@ MAX_OBJECTS = 3
 # P4 32-50 px; 94 % of the boxes have an anchor at IoU >= 0.5 (99.8 % at 96 px).
 DEMO_ANCHOR_SIZE = 2.0
 DEMO_HEAD_CONVS = 2  # the recipe's 4 double the cost of a step at 64 px
-_COMPLETE_MARKER = "COMPLETE"
 _SPLITS = {"train": 0, "val": 1}
 
 
@@ -142,22 +140,10 @@ def prepare_detection_demo(
     folder = os.path.join(
         root, f"detection-demo-v{DEMO_VERSION}-seed{seed}-{num_train}-{num_validation}"
     )
-    if os.path.exists(os.path.join(folder, _COMPLETE_MARKER)):
-        return folder
-    os.makedirs(root, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".detection-demo-partial-", dir=root)
-    try:
+
+    def write(staging: str) -> None:
         os.makedirs(os.path.join(staging, "annotations"))
         _write_split(staging, seed, "train", num_train)
         _write_split(staging, seed, "val", num_validation)
-        with open(os.path.join(staging, _COMPLETE_MARKER), "w") as f:
-            f.write(f"keras_sge detection demo v{DEMO_VERSION}\n")
-        try:
-            os.rename(staging, folder)
-        except OSError:
-            if not os.path.exists(os.path.join(folder, _COMPLETE_MARKER)):
-                raise
-    finally:
-        if os.path.exists(staging):
-            shutil.rmtree(staging, ignore_errors=True)
-    return folder
+
+    return write_folder_once(folder, write, f"keras_sge detection demo v{DEMO_VERSION}")

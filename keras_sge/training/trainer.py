@@ -337,6 +337,11 @@ def _worker_result(config, paths, fitted, model, wall_time) -> TrainResult:
     ]
     if not history:
         raise RuntimeError(f"Worker {distribution.worker_index()} ran no epoch.")
+    return _result(config, paths, history, model, wall_time)
+
+
+def _result(config, paths, history, model, wall_time) -> TrainResult:
+    """`TrainResult` from the run's per-epoch rows (`read_metrics`' form)."""
     return TrainResult(
         config=config,
         output_dir=paths.root,
@@ -488,15 +493,7 @@ def _result_from_files(config: TrainConfig, paths: OutputPaths, model: keras.Mod
     record = paths.results if os.path.exists(paths.results) else paths.trained
     with open(record) as f:
         wall_time = json.load(f)["fit_wall_time_s"]
-    return TrainResult(
-        config=config,
-        output_dir=paths.root,
-        best=_best(history),
-        last=_summary(history[-1]),
-        history=history,
-        model=model,
-        wall_time_s=wall_time,
-    )
+    return _result(config, paths, history, model, wall_time)
 
 
 def _train_in(

@@ -50,6 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    _add_data_flags(p)
+    _add_model_flags(p)
+    _add_recipe_flags(p)
+    _add_run_flags(p)
+    return p
+
+
+def _add_data_flags(p: argparse.ArgumentParser) -> None:
     data = add_data_arguments(p)
     data.add_argument("--train-split", default="train")
     data.add_argument("--val-split", default="validation")
@@ -62,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="shuffle and augment the training split (default: yes)",
     )
+
+
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
     model = add_model_arguments(
         p,
         saved_models=False,
@@ -89,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=json.loads,
         help="JSON dict of SpatialGroupEnhance kwargs, e.g. '{\"normalize\": false}'",
     )
+
+
+def _add_recipe_flags(p: argparse.ArgumentParser) -> None:
     recipe = p.add_argument_group("recipe (unset = recipe default)")
     recipe.add_argument(
         "--recipe",
@@ -127,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--lr-decay-factor", type=number(0, 1, open_minimum=True))
     recipe.add_argument("--warmup-epochs", type=number(0))
     recipe.add_argument("--mixed-precision", choices=("none", "bfloat16", "float16", "auto"))
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
     run = p.add_argument_group("run")
     run.add_argument(
         "--jit",
@@ -158,7 +175,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--overwrite", action="store_true", help="start afresh in an output dir holding a run"
     )
-    return p
 
 
 def parse_args(argv=None) -> TrainConfig:

@@ -23,7 +23,7 @@ from keras_sge import backend
 from keras_sge.backend import jax as jax_backend
 from keras_sge.layers import SpatialGroupEnhance
 from keras_sge.ops import spatial_group_enhance
-from keras_sge.ops.sge import definition
+from keras_sge.ops.sge import definition, sum_over_positions
 from tests.helpers import BACKEND, subprocess_env
 
 torch = pytest.importorskip("torch")
@@ -329,3 +329,21 @@ def test_nan_stays_in_its_own_group(data_format):
     poisoned[0, 2:4] = True
     assert np.all(np.isnan(y[0, 2:4]))
     assert np.all(np.isfinite(y[~poisoned]))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_sum_over_positions_rounds_like_a_pairwise_sum(seed):
+    """On sizes drawn from a seed (primes, odd sizes, 112x112), with a large common offset.
+
+    A sum that adds the positions one after another would carry up to H*W
+    roundings of the running total; a pairwise one about log2(H*W).
+    """
+    rng = np.random.default_rng(seed)
+    sizes = [int(rng.integers(2, 64)), int(rng.integers(64, 4096)), 97 * 89, 112 * 112]
+    for size in sizes:
+        values = (1000.0 + rng.normal(size=(2, size, 3, 2))).astype("float32")
+        got = ops.convert_to_numpy(sum_over_positions(ops.convert_to_tensor(values), 1))
+        want = values.astype(np.float64).sum(axis=1, keepdims=True)
+        relative = np.max(np.abs(got - want) / np.abs(want))
+        bound = 2.0 * np.log2(size) * np.finfo(np.float32).eps
+        assert relative <= bound, (size, relative / np.finfo(np.float32).eps)

@@ -17,8 +17,12 @@ from keras import ops
 
 DATA_FORMATS = ("channels_last", "channels_first")
 
-# Positions that `sum_over_positions` sums with the backend's own reduction.
-PLAIN_SUM_SIZE = 16
+# Most positions that `sum_over_positions` adds with the backend's own
+# reduction, one block at a time, and how few block sums it halves down to.
+# Without halvings between them XLA merges the block sums and their sum into
+# one long sum; halving below 4 costs XLA:CPU more than it saves.
+BLOCK_SIZE = 32
+HALVED_TO = 4
 
 # Added to the variance under the square root, so that the std's slope stays
 # finite where the variance is 0; no float32 variance above about 2e-23 changes.
@@ -328,30 +332,44 @@ def gate_from_similarity(s, gamma, beta, *, positions, divisor, epsilon, normali
 
 
 def sum_over_positions(tensor, axis: int):
-    """Sums over the positions `axis`, keeping it, pairwise down to a few positions.
+    """Sums over the positions `axis`, keeping it, with rounding that grows like log(H*W).
 
-    Halves the axis (first half plus second half, an odd last position set
-    aside) until at most `PLAIN_SUM_SIZE` positions are left, then sums those.
-    The halvings are element-wise additions, which no backend reorders: the
-    sum's rounding grows with log2(H*W), as in torch's pairwise sums, on every
-    backend, also where TensorFlow's kernels or XLA:CPU would otherwise add a
-    long axis up one element after another. A sum divided afterwards rather
-    than `ops.mean`: torch's autograd of a mean divides an input-sized
-    gradient element by element.
+    torch sums float32 by cascade (pairwise) summation itself, so there it is
+    `ops.sum`. TensorFlow's kernels and XLA:CPU may add a long axis up one
+    element after another, whose rounding grows with H*W; there the positions
+    are reshaped into contiguous blocks of at most `BLOCK_SIZE` (a divisor of
+    H*W), each block summed by the backend, and the block sums halved
+    pairwise (first half plus second half, an odd last one set aside) down to
+    `HALVED_TO`. The reshape reads the tensor once and the halvings run on
+    block sums, so the careful sum costs about what a plain one does.
+    A sum divided afterwards rather than `ops.mean`: torch's autograd of a
+    mean divides an input-sized gradient element by element.
     """
-    size, set_aside = tensor.shape[axis], []
-    if isinstance(size, int):
-        before = (slice(None),) * axis
-        while size > PLAIN_SUM_SIZE:
-            half = size // 2
-            if size % 2:
-                set_aside.append(tensor[before + (slice(size - 1, size),)])
-            tensor = tensor[before + (slice(0, half),)] + tensor[before + (slice(half, 2 * half),)]
-            size = half
+    size = tensor.shape[axis]
+    if keras.backend.backend() == "torch" or not isinstance(size, int) or size <= BLOCK_SIZE:
+        return ops.sum(tensor, axis=axis, keepdims=True)
+    block = _largest_divisor(size, BLOCK_SIZE)
+    if block > 1:
+        shape = ops.shape(tensor)
+        blocks = (*shape[:axis], size // block, block, *shape[axis + 1 :])
+        tensor = ops.sum(ops.reshape(tensor, blocks), axis=axis + 1)
+        size //= block
+    set_aside, before = [], (slice(None),) * axis
+    while size > HALVED_TO:
+        half = size // 2
+        if size % 2:
+            set_aside.append(tensor[before + (slice(size - 1, size),)])
+        tensor = tensor[before + (slice(0, half),)] + tensor[before + (slice(half, 2 * half),)]
+        size = half
     total = ops.sum(tensor, axis=axis, keepdims=True)
     for part in set_aside:
         total = total + part
     return total
+
+
+def _largest_divisor(size: int, limit: int) -> int:
+    """The largest divisor of `size` that is at most `limit`."""
+    return next(d for d in range(min(size, limit), 0, -1) if size % d == 0)
 
 
 def position_counts(view, axis: int):

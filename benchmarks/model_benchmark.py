@@ -7,7 +7,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from benchmarks.timing import time_function
+from benchmarks.timing import time_alternating, time_function
 
 
 def compile_for_training(model: keras.Model, torch_compile: bool = False) -> None:
@@ -33,45 +33,70 @@ def benchmark_keras_model(
     model: keras.Model,
     images: np.ndarray,
     labels: np.ndarray,
+    **options: Any,
+) -> dict[str, Any]:
+    """Measures inference and training-step throughput of one compiled model.
+
+    Args:
+        model: A classifier with logits outputs; compiled here if it is not.
+        images: One batch of inputs, in the model's data format.
+        labels: Its integer labels.
+        **options: As for `benchmark_keras_models`.
+
+    Returns:
+        A dict with `inference` (and `training`) timings, each with
+        `median_s`, `min_s`, `repeats` and `images_per_s`.
+    """
+    return benchmark_keras_models({"model": model}, images, labels, **options)["model"]
+
+
+def benchmark_keras_models(
+    models: dict[str, keras.Model],
+    images: np.ndarray,
+    labels: np.ndarray,
     *,
     warmup: int = 2,
     repeats: int = 5,
     min_seconds: float = 0.0,
     training: bool = True,
     torch_compile: bool = False,
-) -> dict[str, Any]:
-    """Measures inference and training-step throughput of a compiled model.
+) -> dict[str, dict[str, Any]]:
+    """Measures the throughput of several compiled models in alternating calls.
 
     Inference is `model.predict_on_batch` and a training step is
     `model.train_on_batch` (forward, backward, SGD update), both with the
-    functions Keras compiles for `fit`/`predict`.
+    functions Keras compiles for `fit`/`predict`. Each round calls every
+    model once (A, B, A, B, ...), so that their ratio sees the same load.
 
     Args:
-        model: A classifier with logits outputs; compiled here if it is not.
-        images: One batch of inputs, in the model's data format.
+        models: Name -> a classifier with logits outputs; compiled here if it is not.
+        images: One batch of inputs, in the models' data format.
         labels: Its integer labels.
-        warmup: Untimed calls first (compilation happens there).
-        repeats: Timed calls; the median is reported.
+        warmup: Untimed rounds first (compilation happens there).
+        repeats: Timed rounds; the median is reported.
         min_seconds: Minimum time spent on each measurement.
         training: Also time the training step.
         torch_compile: On the torch backend, compile with `torch.compile`.
 
     Returns:
-        A dict with `inference` (and `training`) timings, each with
+        Name -> a dict with `inference` (and `training`) timings, each with
         `median_s`, `min_s`, `repeats` and `images_per_s`.
     """
-    if not model.compiled:
-        compile_for_training(model, torch_compile=torch_compile)
+    for model in models.values():
+        if not model.compiled:
+            compile_for_training(model, torch_compile=torch_compile)
     batch = int(images.shape[0])
     x = keras.ops.convert_to_tensor(images)
     y = keras.ops.convert_to_tensor(labels)
     timed = dict(warmup=warmup, repeats=repeats, min_seconds=min_seconds)
-    results = {}
-    inference = time_function(model.predict_on_batch, x, **timed)
-    results["inference"] = dict(inference.to_dict(), images_per_s=batch / inference.median)
+    kinds = {"inference": lambda model: (model.predict_on_batch, (x,))}
     if training:
-        step = time_function(model.train_on_batch, x, y, **timed)
-        results["training"] = dict(step.to_dict(), images_per_s=batch / step.median)
+        kinds["training"] = lambda model: (model.train_on_batch, (x, y))
+    results = {name: {} for name in models}
+    for kind, call in kinds.items():
+        timings = time_alternating({name: call(m) for name, m in models.items()}, **timed)
+        for name, timing in timings.items():
+            results[name][kind] = dict(timing.to_dict(), images_per_s=batch / timing.median)
     return results
 
 

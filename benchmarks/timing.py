@@ -166,3 +166,47 @@ def time_function(
         synchronize(fn(*args))
         seconds.append(time.perf_counter() - begin)
     return Timing(seconds)
+
+
+def time_alternating(
+    calls: dict[str, tuple[Callable, tuple]],
+    *,
+    warmup: int = 2,
+    repeats: int = 10,
+    min_seconds: float = 0.0,
+) -> dict[str, Timing]:
+    """Times several functions in turn, one call of each per round (A, B, A, B, ...).
+
+    Alternating cancels most of a shared machine's drifting load from the
+    comparison: every function sees the same stretch of it.
+
+    Args:
+        calls: Name -> (function, arguments), each already compiled.
+        warmup: Untimed rounds first (the first one compiles).
+        repeats: Timed rounds (at least).
+        min_seconds: Keep timing rounds until this much time has passed.
+
+    Returns:
+        Name -> `Timing` of that function's calls.
+
+    Example:
+
+    >>> x = keras.ops.ones((8, 8))
+    >>> timings = time_alternating({"square": (lambda t: t * t, (x,)),
+    ...                             "sum": (lambda t: t + t, (x,))}, repeats=3)
+    >>> sorted(timings)
+    ['square', 'sum']
+    """
+    if repeats < 1:
+        raise ValueError(f"`repeats` must be at least 1. Received: {repeats}")
+    for _ in range(max(warmup, 0)):
+        for fn, args in calls.values():
+            synchronize(fn(*args))
+    seconds = {name: [] for name in calls}
+    started = time.perf_counter()
+    while len(seconds[next(iter(calls))]) < repeats or time.perf_counter() - started < min_seconds:
+        for name, (fn, args) in calls.items():
+            begin = time.perf_counter()
+            synchronize(fn(*args))
+            seconds[name].append(time.perf_counter() - begin)
+    return {name: Timing(values) for name, values in seconds.items()}

@@ -27,7 +27,7 @@ def on_cpu() -> bool:
 # a batched (1 x C/G) @ (C/G x H*W) matmul on the view, which reads x once; its
 # gradient gives x its share element-wise (fused into the rest of dx), not as
 # the outer-product matmul autodiff would write out.
-# Measured: "Kernels" in docs/performance.md (benchmarks/layer_benchmark.py).
+# Measured: "Numbers on a 2-core CPU" in docs/performance.md.
 # Still needed? `KERAS_BACKEND=jax python -m benchmarks.layer_benchmark
 # --data-format channels_first` with and without KERAS_SGE_PLAIN=1.
 
@@ -68,7 +68,7 @@ def _similarity_by_matmul(x, g):
 # it. Here the per-position tensors are (N, H*W, G), without the size-1 axis,
 # and both channel sums (the similarity, and the gate's cotangent `<dy, x>`)
 # are halvings, which XLA fuses into element-wise loops.
-# Measured: "Kernels" in docs/performance.md (benchmarks/layer_benchmark.py).
+# Measured: "Numbers on a 2-core CPU" in docs/performance.md.
 # Still needed? `KERAS_BACKEND=jax python -m benchmarks.layer_benchmark
 # --data-format channels_last` with and without KERAS_SGE_PLAIN=1.
 

@@ -8,7 +8,7 @@ inside the surrounding graph (inside a function already compiled with XLA it
 is simply part of that compilation).
 Eagerly (where compiling each new shape would cost more than it saves) the
 definition runs as it stands: its blocked sums over positions are as precise.
-Measured: "Kernels" and "Precision" in docs/performance.md, on the CPU.
+Measured: "Numbers on a 2-core CPU" and "Precision" in docs/performance.md.
 Still needed? `KERAS_BACKEND=tensorflow python -m benchmarks.layer_benchmark`
 with and without KERAS_SGE_PLAIN=1.
 """

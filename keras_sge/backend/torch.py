@@ -5,8 +5,7 @@ axis of the (N, G, C/G, H*W) view as a multiply that writes an input-sized
 product and a strided reduction that reads it back, and autodiff does the
 same again. The batched (1 x C/G) @ (C/G x H*W) matmul reads x once, and its
 autodiff gradient is two matmuls.
-Measured: "Kernels" in docs/performance.md (benchmarks/layer_benchmark.py), on
-the CPU.
+Measured: "Numbers on a 2-core CPU" in docs/performance.md.
 Still needed? `KERAS_BACKEND=torch python -m benchmarks.layer_benchmark
 --data-format channels_first` with and without KERAS_SGE_PLAIN=1.
 """

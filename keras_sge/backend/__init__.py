@@ -12,7 +12,7 @@ variable `KERAS_SGE_PLAIN=1`, read once when this module is imported, forces
 the definition everywhere (to debug, or to re-measure whether a kernel is
 still needed):
 
-    KERAS_SGE_PLAIN=1 python -m benchmarks.layer_benchmark
+    KERAS_SGE_PLAIN=1 python -m benchmarks.compare_backends --layer-only
 """
 
 from __future__ import annotations

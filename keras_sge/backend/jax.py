@@ -28,7 +28,7 @@ def on_cpu() -> bool:
 # gradient gives x its share element-wise (fused into the rest of dx), not as
 # the outer-product matmul autodiff would write out.
 # Measured: "Numbers on a 2-core CPU" in docs/performance.md.
-# Still needed? `KERAS_BACKEND=jax python -m benchmarks.layer_benchmark
+# Still needed? `python -m benchmarks.compare_backends --backends jax --layer-only
 # --data-format channels_first` with and without KERAS_SGE_PLAIN=1.
 
 
@@ -69,7 +69,7 @@ def _similarity_by_matmul(x, g):
 # and both channel sums (the similarity, and the gate's cotangent `<dy, x>`)
 # are halvings, which XLA fuses into element-wise loops.
 # Measured: "Numbers on a 2-core CPU" in docs/performance.md.
-# Still needed? `KERAS_BACKEND=jax python -m benchmarks.layer_benchmark
+# Still needed? `python -m benchmarks.compare_backends --backends jax --layer-only
 # --data-format channels_last` with and without KERAS_SGE_PLAIN=1.
 
 

@@ -9,8 +9,8 @@ is simply part of that compilation).
 Eagerly (where compiling each new shape would cost more than it saves) the
 definition runs as it stands: its blocked sums over positions are as precise.
 Measured: "Numbers on a 2-core CPU" and "Precision" in docs/performance.md.
-Still needed? `KERAS_BACKEND=tensorflow python -m benchmarks.layer_benchmark`
-with and without KERAS_SGE_PLAIN=1.
+Still needed? `python -m benchmarks.compare_backends --backends tensorflow
+--layer-only` with and without KERAS_SGE_PLAIN=1.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ product and a strided reduction that reads it back, and autodiff does the
 same again. The batched (1 x C/G) @ (C/G x H*W) matmul reads x once, and its
 autodiff gradient is two matmuls.
 Measured: "Numbers on a 2-core CPU" in docs/performance.md.
-Still needed? `KERAS_BACKEND=torch python -m benchmarks.layer_benchmark
+Still needed? `python -m benchmarks.compare_backends --backends torch --layer-only
 --data-format channels_first` with and without KERAS_SGE_PLAIN=1.
 """
 

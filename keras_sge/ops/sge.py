@@ -334,9 +334,10 @@ def gate_from_similarity(s, gamma, beta, *, positions, divisor, epsilon, normali
 def sum_over_positions(tensor, axis: int):
     """Sums over the positions `axis`, keeping it, with rounding that grows like log(H*W).
 
-    torch sums float32 by cascade (pairwise) summation itself, so there it is
-    `ops.sum`. TensorFlow's kernels and XLA:CPU may add a long axis up one
-    element after another, whose rounding grows with H*W; there the positions
+    Eager torch sums float32 by cascade (pairwise) summation itself, so there
+    it is `ops.sum`. TensorFlow's kernels, XLA:CPU and `torch.compile`'s
+    generated loops may add a long axis up one element after another, whose
+    rounding grows with H*W; there the positions
     are reshaped into contiguous blocks of at most `BLOCK_SIZE` (a divisor of
     H*W), each block summed by the backend, and the block sums halved
     pairwise (first half plus second half, an odd last one set aside) down to
@@ -346,7 +347,7 @@ def sum_over_positions(tensor, axis: int):
     mean divides an input-sized gradient element by element.
     """
     size = tensor.shape[axis]
-    if keras.backend.backend() == "torch" or not isinstance(size, int) or size <= BLOCK_SIZE:
+    if _torch_eager() or not isinstance(size, int) or size <= BLOCK_SIZE:
         return ops.sum(tensor, axis=axis, keepdims=True)
     block = _largest_divisor(size, BLOCK_SIZE)
     if block > 1:
@@ -365,6 +366,15 @@ def sum_over_positions(tensor, axis: int):
     for part in set_aside:
         total = total + part
     return total
+
+
+def _torch_eager() -> bool:
+    """Whether torch runs the op eagerly (not traced by `torch.compile`)."""
+    if keras.backend.backend() != "torch":
+        return False
+    import torch
+
+    return not torch.compiler.is_compiling()
 
 
 def _largest_divisor(size: int, limit: int) -> int:

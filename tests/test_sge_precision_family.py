@@ -17,6 +17,7 @@ from keras_sge.ops import spatial_group_enhance
 from tests.helpers import BACKEND
 from tests.test_sge_precision import (
     FORMATS,
+    MODES,  # torch.compile: test_family_under_torch_compile, on fewer cases
     QUANTITIES,
     authors_outputs,
     op_outputs,
@@ -62,14 +63,6 @@ def family():
     wants = [authors_outputs(*case, torch.float64) for case in cases]
     gots = [authors_outputs(*case, torch.float32) for case in cases]
     return cases, wants, pooled_errors(gots, wants)
-
-
-MODES = {
-    "tensorflow": ("eager", "function", "compiled"),
-    "jax": ("eager", "compiled"),
-    # torch.compile: test_family_under_torch_compile, on fewer cases.
-    "torch": ("eager",),
-}[BACKEND]
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -21,7 +21,14 @@ import pytest
 from PIL import Image
 
 from keras_sge import data
-from keras_sge.training import data_parallel, is_chief, num_workers, read_metrics, worker_index
+from keras_sge.training import (
+    Cluster,
+    data_parallel,
+    is_chief,
+    num_workers,
+    read_metrics,
+    worker_index,
+)
 from tests.helpers import BACKEND, subprocess_env
 
 multi_process = pytest.mark.skipif(
@@ -59,6 +66,7 @@ _WORKER = textwrap.dedent(
     import keras
     import numpy as np
     from keras_sge.training import train, TrainConfig, is_chief, worker_index, num_workers
+    from keras_sge.training import initialize_multi_worker
     from keras_sge.training import trainer
     from keras_sge.training.distribution import data_parallel
     from tests.helpers import tiny_model
@@ -79,8 +87,11 @@ _WORKER = textwrap.dedent(
     result = train(config, model_fn=tiny_model, callbacks=[Record()])
     # The exact per-worker pipeline train() fed to fit: the ids of one epoch.
     import tensorflow as tf
+    # Joined once per process: a second call returns the cluster train() joined.
+    cluster = initialize_multi_worker()
+    assert (cluster.index, cluster.count) == (worker_index(), num_workers()), cluster
     with data_parallel(None, True) as replicas:
-        train_ds, _, _, steps, _ = trainer._load_datasets(result.config, replicas)
+        train_ds, _, _, steps, _ = trainer._load_datasets(result.config, cluster, replicas)
         local = tf.distribute.get_strategy().experimental_local_results
         ids = []
         for images, labels in train_ds.take(steps) if hasattr(train_ds, "take") else train_ds:
@@ -292,15 +303,60 @@ def test_devices_touched_before_the_cluster_started_is_a_clear_error():
 
 
 def test_agreement_of_a_single_worker_returns_its_value_or_raises_its_error():
-    from keras_sge.training.distribution import agree_across_workers
-
-    assert agree_across_workers(lambda: 3, "the epoch") == 3
+    assert Cluster().agree(lambda: 3, "the epoch") == 3
 
     def fails():
         raise FileExistsError("finished run")
 
     with pytest.raises(FileExistsError, match="finished run"):
-        agree_across_workers(fails, "the epoch")
+        Cluster().agree(fails, "the epoch")
+
+
+class _SecondOfThree(Cluster):
+    """Worker 1 of 3 as the trainer sees it (its collectives answer for all three)."""
+
+    index, count = 1, 3
+
+    def gather(self, value):
+        return [7, int(value), 5]
+
+
+def test_a_process_alone_is_the_chief_and_writes_and_reads_everything_itself(tmp_path):
+    alone = Cluster()
+    assert (alone.index, alone.count, alone.is_chief, alone.shard) == (0, 1, True, (0, 1))
+    path = str(tmp_path / "backup")
+    assert alone.backup_path(path) == alone.scratch_path(path, str(tmp_path)) == path
+    assert (alone.input_batch_size(64, 4), alone.input_batches_per_step(4)) == (64, 1)
+    assert alone.from_chief(9) == 9 and alone.callbacks() == []
+    dataset = [1, 2]  # a process alone runs its dataset as it is, of any length
+    assert alone.equal_steps(dataset, None, 1, "x") is dataset
+
+
+def test_another_worker_keeps_its_own_files_and_runs_as_many_steps_as_the_others(tmp_path):
+    import tensorflow as tf
+
+    worker = _SecondOfThree()
+    assert (worker.is_chief, worker.shard, worker.from_chief(1)) == (False, (1, 3), 7)
+    backup, model = str(tmp_path / "backup"), str(tmp_path / "model.keras")
+    assert worker.backup_path(backup) == backup + "-worker-1"
+    scratch = worker.scratch_path(model, str(tmp_path))
+    assert os.path.basename(scratch) == "model.keras" and os.path.isdir(os.path.dirname(scratch))
+    assert worker.scratch_path(model, str(tmp_path)) == scratch  # the same for a rerun
+    assert "worker-1" in scratch and not scratch.startswith(str(tmp_path))
+    os.rmdir(os.path.dirname(scratch))
+
+    # Two padded batches of 2, run for 3 steps of 2 batches: the rest is empty.
+    images = tf.reshape(tf.range(1, 9, dtype=tf.float32), [4, 2])
+    batches = tf.data.Dataset.from_tensor_slices((images, tf.ones([4]))).batch(2, True)
+    equal = list(worker.equal_steps(batches, 3, 2, "'x'/validation"))
+    assert len(equal) == 6
+    np.testing.assert_array_equal(np.concatenate([b[0] for b in equal[:2]]), images)
+    assert not any(np.any(b[0]) or np.any(b[1]) for b in equal[2:])
+    assert len(list(worker.equal_steps(batches, 1, 1, "'x'/validation"))) == 1
+    with pytest.raises(ValueError, match=r"size of 'x'/validation is unknown.*--validation-steps"):
+        worker.equal_steps(batches, None, 1, "'x'/validation")
+    with pytest.raises(RuntimeError, match=r"disagree on the epoch: \[7, 3, 5\]"):
+        worker.agree(lambda: 3, "the epoch")
 
 
 def _start_one_worker(index, ports, timeout_s=4):

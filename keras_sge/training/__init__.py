@@ -22,6 +22,7 @@ from keras_sge.training.callbacks import (  # noqa: E402
 )
 from keras_sge.training.config import DEMO_DEFAULTS, FINETUNE_DEFAULTS, MODELS, RECIPES, TrainConfig  # noqa: E402
 from keras_sge.training.distribution import (  # noqa: E402
+    Cluster,
     WorkersNotJoinedError,
     data_parallel,
     has_accelerator,
@@ -50,6 +51,7 @@ from keras_sge.training.trainer import TrainResult, build_model, train  # noqa: 
 __all__ = [
     "AtomicCSVLogger",
     "AtomicModelCheckpoint",
+    "Cluster",
     "DEMO_DEFAULTS",
     "FINETUNE_DEFAULTS",
     "IncompatibleModelError",

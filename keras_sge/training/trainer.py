@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import functools
-import hashlib
 import json
 import math
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -21,7 +20,7 @@ from keras_sge.applications.registry import model_spec
 from keras_sge.losses import SparseCategoricalCrossentropyWithSmoothing
 from keras_sge.optimizers import SGDWithL2
 from keras_sge.optimizers.schedules import make_schedule
-from keras_sge.training import distribution, finetune
+from keras_sge.training import finetune
 from keras_sge.training.callbacks import (
     LearningRateLogger,
     RecordTrained,
@@ -33,7 +32,7 @@ from keras_sge.training.callbacks import (
     read_metrics,
 )
 from keras_sge.training.config import TrainConfig
-from keras_sge.training.distribution import data_parallel, has_accelerator
+from keras_sge.training.distribution import Cluster, has_accelerator, initialize_multi_worker
 from keras_sge.training.files import (
     AtomicCSVLogger,
     AtomicModelCheckpoint,
@@ -49,7 +48,7 @@ ModelFn = Callable[[tuple, int], keras.Model]
 
 
 class OutputPaths:
-    """Where `train` writes, under `root`."""
+    """Where `train` writes, under `root` (`for_worker`: where one worker of a cluster writes)."""
 
     def __init__(self, root: str):
         self.root = root
@@ -67,6 +66,17 @@ class OutputPaths:
         # Written when `fit` has trained its last epoch, before `backup/` is
         # removed; removed once `results.json` is written.
         self.trained = os.path.join(root, "trained.json")
+
+    def for_worker(self, cluster: Cluster) -> OutputPaths:
+        """Where this worker of `cluster` writes: the chief writes the shared outputs;
+        another worker keeps its own backup and saves its (identical) checkpoints
+        and model where `cluster.scratch_path` says."""
+        paths = copy.copy(self)
+        paths.backup = cluster.backup_path(self.backup)
+        paths.best, paths.last, paths.model = (
+            cluster.scratch_path(path, self.root) for path in (self.best, self.last, self.model)
+        )
+        return paths
 
 
 @dataclasses.dataclass
@@ -144,25 +154,18 @@ def _pad_batches(dataset, batch_size: int):
     def pad(images, labels):
         count = tf.shape(images)[0]
         missing = batch_size - count
-        rank = len(images.shape)
-        images = tf.pad(images, [[0, missing]] + [[0, 0]] * (rank - 1))
+        images = tf.pad(images, [[0, missing]] + [[0, 0]] * (len(images.shape) - 1))
         weights = tf.pad(tf.ones([count], tf.float32), [[0, missing]])
         labels = tf.pad(labels, [[0, missing]] + [[0, 0]] * (len(labels.shape) - 1))
-        return images, labels, weights
+        # Every batch is full now: say so in the static shapes.
+        return tuple(
+            tf.ensure_shape(t, [batch_size, *t.shape[1:]]) for t in (images, labels, weights)
+        )
 
     return dataset.map(pad)
 
 
-def _filler_batches(dataset, batch_size: int):
-    """Endless all-padding batches shaped like `dataset`'s `(images, labels, weights)`."""
-    import tensorflow as tf
-
-    return tf.data.Dataset.from_tensors(
-        tuple(tf.zeros([batch_size, *spec.shape[1:]], spec.dtype) for spec in dataset.element_spec)
-    ).repeat()
-
-
-def _load_datasets(config: TrainConfig, replicas: int):
+def _load_datasets(config: TrainConfig, cluster: Cluster, replicas: int):
     """This worker's `(train, validation, info, steps, validation_steps)`.
 
     With several workers each reads its own shard of both splits; validation
@@ -171,16 +174,15 @@ def _load_datasets(config: TrainConfig, replicas: int):
     """
     from keras_sge import data
 
-    batch_size = distribution.input_batch_size(config.batch_size, replicas)
-    per_step = distribution.input_batches_per_step(replicas)
+    batch_size = cluster.input_batch_size(config.batch_size, replicas)
+    per_step = cluster.input_batches_per_step(replicas)
     common = dict(
         batch_size=batch_size,
         image_size=config.image_size,
         seed=config.seed,
         with_info=True,
+        shard=cluster.shard,
     )
-    if distribution.num_workers() > 1:
-        common["shard"] = (distribution.worker_index(), distribution.num_workers())
     # Only the sources that take them get the folders (the demo has no manual_dir).
     if config.data_dir is not None:
         common["data_dir"] = config.data_dir
@@ -212,50 +214,45 @@ def _load_datasets(config: TrainConfig, replicas: int):
                 f"The training split has {info.num_examples} examples, fewer than one "
                 f"batch of {config.batch_size}; lower batch_size (--batch-size)."
             )
-    val_ds, val_steps = _validation_batches(config, val_ds, val_info, batch_size, replicas)
+    val_ds, val_steps = _validation_batches(config, cluster, val_ds, val_info, batch_size, replicas)
     train_ds = train_ds.repeat()
     return (
-        distribution.distribute_input(lambda: train_ds),
-        distribution.distribute_input(lambda: val_ds),
+        cluster.distribute_input(lambda: train_ds),
+        cluster.distribute_input(lambda: val_ds),
         info,
         steps,
         val_steps,
     )
 
 
-def _validation_batches(config: TrainConfig, val_ds, val_info, batch_size: int, replicas: int):
+def _validation_batches(
+    config: TrainConfig, cluster: Cluster, val_ds, val_info, batch_size: int, replicas: int
+):
     """The validation split as `fit` reads it, and its steps per pass.
 
     Padded (zero-weight examples, then zero-weight batches) on several devices
     and workers so that every worker runs every step and every image counts
     once; repeated, since `fit` keeps one validation iterator for all epochs.
     """
-    per_step = distribution.input_batches_per_step(replicas)
+    per_step = cluster.input_batches_per_step(replicas)
     partial = config.validation_steps is not None
     if replicas > 1:
         val_ds = _pad_batches(val_ds, batch_size)
     val_steps = config.validation_steps
     if val_steps is None and val_info.num_examples:
-        val_steps = math.ceil(val_info.num_examples / (batch_size * per_step))
-        if distribution.num_workers() > 1:
-            val_steps = max(distribution.gather_from_workers(val_steps))
-    if distribution.num_workers() > 1:
-        if val_steps is None:
-            raise ValueError(
-                f"The size of {config.dataset!r}/{config.val_split} is unknown; with "
-                "several workers pass validation_steps (--validation-steps)."
-            )
-        # A shorter shard ends with empty batches: every worker runs every step.
-        val_ds = val_ds.concatenate(_filler_batches(val_ds, batch_size)).take(val_steps * per_step)
+        # The longest shard's: every worker runs every step.
+        val_steps = max(cluster.gather(math.ceil(val_info.num_examples / (batch_size * per_step))))
+    val_ds = cluster.equal_steps(
+        val_ds, val_steps, per_step, f"{config.dataset!r}/{config.val_split}"
+    )
     if partial:
         # The same `val_steps` batches in every epoch, so epochs compare.
         val_ds = val_ds.take(val_steps * per_step).repeat()
-        if distribution.is_chief():
-            print(
-                f"Validation is partial: {val_steps} batches of {config.batch_size} images "
-                f"(of {val_info.num_examples or 'unknown'}) of {config.val_split}, a fixed "
-                f"random sample (seed {config.seed}), the same every epoch."
-            )
+        cluster.announce(
+            f"Validation is partial: {val_steps} batches of {config.batch_size} images "
+            f"(of {val_info.num_examples or 'unknown'}) of {config.val_split}, a fixed "
+            f"random sample (seed {config.seed}), the same every epoch."
+        )
     elif val_steps is not None:
         # `fit` keeps one validation iterator for all epochs: repeat the split and
         # give the number of batches per pass, so every epoch validates on it all.
@@ -263,8 +260,15 @@ def _validation_batches(config: TrainConfig, val_ds, val_info, batch_size: int, 
     return val_ds, val_steps
 
 
-def _prepare_output_dir(config: TrainConfig, paths: OutputPaths) -> int:
-    """Checks the output directory against the run; returns the epoch to resume from."""
+def _prepare_output_dir(config: TrainConfig, paths: OutputPaths, cluster: Cluster) -> int:
+    """Checks the output directory against the run; returns the epoch to resume from.
+
+    The chief's; another worker only reads, and owns nothing but its backup.
+    """
+    if not cluster.is_chief:
+        if config.overwrite:
+            shutil.rmtree(paths.backup, ignore_errors=True)
+        return check_backup(paths.backup)
     if config.overwrite:
         for name in ("config", "results", "metrics", "curves", "model", "trained"):
             if os.path.exists(getattr(paths, name)):
@@ -294,31 +298,6 @@ def _prepare_output_dir(config: TrainConfig, paths: OutputPaths) -> int:
     return resume_epoch
 
 
-def _worker_paths(paths: OutputPaths) -> OutputPaths:
-    """The chief writes the shared outputs; another worker keeps its own backup
-    and saves its (identical) checkpoints into a local scratch folder, the same
-    for each rerun of the run, so that killed workers leave no more than one."""
-    paths.backup = distribution.worker_path(paths.backup)
-    if not distribution.is_chief():
-        run = hashlib.sha1(os.path.abspath(paths.root).encode()).hexdigest()[:12]
-        scratch = os.path.join(
-            tempfile.gettempdir(), f"keras_sge-{run}-worker-{distribution.worker_index()}"
-        )
-        os.makedirs(scratch, exist_ok=True)
-        paths.best, paths.last, paths.model = (
-            os.path.join(scratch, name) for name in ("best.keras", "last.keras", "model.keras")
-        )
-    return paths
-
-
-def _prepare_worker_backup(config: TrainConfig, paths: OutputPaths) -> int:
-    """`_prepare_output_dir` of a worker other than the chief: it only reads, and
-    owns nothing but its backup; returns the epoch its backup resumes from."""
-    if config.overwrite:
-        shutil.rmtree(paths.backup, ignore_errors=True)
-    return check_backup(paths.backup)
-
-
 # Callbacks of the chief alone. Every worker saves the model (in Keras saving
 # is a cross-worker operation); the others save into a scratch folder.
 _CHIEF_CALLBACKS = (
@@ -329,14 +308,14 @@ _CHIEF_CALLBACKS = (
 )
 
 
-def _worker_result(config, paths, fitted, model, wall_time) -> TrainResult:
+def _worker_result(config, paths, cluster, fitted, model, wall_time) -> TrainResult:
     """`TrainResult` of a worker other than the chief, from the epochs it ran."""
     history = [
         {"epoch": float(epoch), **{key: float(values[i]) for key, values in fitted.history.items()}}
         for i, epoch in enumerate(fitted.epoch)
     ]
     if not history:
-        raise RuntimeError(f"Worker {distribution.worker_index()} ran no epoch.")
+        raise RuntimeError(f"Worker {cluster.index} ran no epoch.")
     return _result(config, paths, history, model, wall_time)
 
 
@@ -405,18 +384,16 @@ def train(
     >>> result = train(TrainConfig(dataset="demo", epochs=2, output_dir="runs/demo"))
     >>> result.best["val_top1"]
     """
-    if config.multi_worker:
-        # First: the cluster runtime must start before any device query.
-        distribution.initialize_multi_worker(config.worker_timeout)
+    # First: the cluster runtime must start before any device query.
+    cluster = initialize_multi_worker(config.worker_timeout) if config.multi_worker else Cluster()
     config = config.resolved(accelerator=has_accelerator())
-    paths = _worker_paths(OutputPaths(config.output_dir))
+    paths = OutputPaths(config.output_dir).for_worker(cluster)
     os.makedirs(paths.root, exist_ok=True)
     # Only the chief writes the shared outputs, so only it holds the lock.
-    lock = run_lock(paths.lock) if distribution.is_chief() else contextlib.nullcontext()
-    with lock:
+    with run_lock(paths.lock) if cluster.is_chief else contextlib.nullcontext():
         if not config.overwrite and _ended(paths):
-            return _end_of_ended_run(config, paths, model_fn)
-        return _train_in(config, paths, model_fn, callbacks)
+            return _end_of_ended_run(config, paths, cluster, model_fn)
+        return _train_in(config, paths, cluster, model_fn, callbacks)
 
 
 def _ended(paths: OutputPaths) -> bool:
@@ -425,27 +402,33 @@ def _ended(paths: OutputPaths) -> bool:
 
 
 def _end_of_ended_run(
-    config: TrainConfig, paths: OutputPaths, model_fn: ModelFn | None
+    config: TrainConfig, paths: OutputPaths, cluster: Cluster, model_fn: ModelFn | None
 ) -> TrainResult:
-    """`train` of a run that trained its last epoch: finishes it if a kill
-    interrupted its finish, and returns its result without training again."""
-    if distribution.is_chief() and not os.path.exists(paths.results):
+    """`train` of a run that trained its last epoch: the chief finishes it if a
+    kill interrupted its finish; returns its result without training again."""
+    if cluster.is_chief:
+        _complete_ended_run(config, paths, model_fn)
+    shared = OutputPaths(paths.root)
+    model = keras.saving.load_model(shared.model if _ended_whole(shared) else shared.last)
+    return _result_from_files(config, shared, model)
+
+
+def _complete_ended_run(config: TrainConfig, paths: OutputPaths, model_fn: ModelFn | None) -> None:
+    """Writes what a kill left unwritten of an ended run's outputs, or says it is whole."""
+    if not os.path.exists(paths.results):
         print(f"{paths.root}: the run trained its last epoch; completing its outputs.")
         for folder in (paths.root, paths.checkpoints):
             remove_partial_files(folder)
         _finish_run(paths, "custom" if model_fn is not None else config.model)
-    elif distribution.is_chief():
-        # Left by a kill between `results.json` and the state file's removal.
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(paths.trained)
-        print(
-            f"{paths.root} already holds a finished run ({paths.results}); nothing to do. "
-            "Pass overwrite=True (--overwrite) to train it again, or choose another "
-            "output directory (--output-dir)."
-        )
-    shared = OutputPaths(paths.root)
-    model = keras.saving.load_model(shared.model if _ended_whole(shared) else shared.last)
-    return _result_from_files(config, shared, model)
+        return
+    # Left by a kill between `results.json` and the state file's removal.
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(paths.trained)
+    print(
+        f"{paths.root} already holds a finished run ({paths.results}); nothing to do. "
+        "Pass overwrite=True (--overwrite) to train it again, or choose another "
+        "output directory (--output-dir)."
+    )
 
 
 def _ended_whole(paths: OutputPaths) -> bool:
@@ -499,6 +482,7 @@ def _result_from_files(config: TrainConfig, paths: OutputPaths, model: keras.Mod
 def _train_in(
     config: TrainConfig,
     paths: OutputPaths,
+    cluster: Cluster,
     model_fn: ModelFn | None,
     callbacks: Sequence[keras.callbacks.Callback],
 ) -> TrainResult:
@@ -508,29 +492,24 @@ def _train_in(
     the epoch to resume from); in the data-parallel scope, load the data,
     build and compile the model, record the configuration and fit; then finish.
     """
-    resume_epoch = distribution.agree_across_workers(
-        lambda: (
-            _prepare_output_dir(config, paths)
-            if distribution.is_chief()
-            else _prepare_worker_backup(config, paths)
-        ),
-        "the epoch to resume from",
+    resume_epoch = cluster.agree(
+        lambda: _prepare_output_dir(config, paths, cluster), "the epoch to resume from"
     )
     keras.utils.set_random_seed(config.seed)
     with (
         _dtype_policy(config.mixed_precision),
-        data_parallel(config.devices, config.multi_worker) as replicas,
+        cluster.data_parallel(config.devices) as replicas,
     ):
         if config.batch_size % replicas:
             raise ValueError(
                 f"The global batch size {config.batch_size} must be divisible by "
                 f"the number of devices ({replicas})."
             )
-        train_ds, val_ds, info, steps, val_steps = _load_datasets(config, replicas)
+        train_ds, val_ds, info, steps, val_steps = _load_datasets(config, cluster, replicas)
         model = _build(config, model_fn, info.num_classes)
         tuning = finetune.prepare(model, config)
         _compile(model, config, info.num_classes, steps, tuning)
-        if distribution.is_chief():
+        if cluster.is_chief:
             derived = _derived(config, replicas, info, steps, val_steps)
             write_json_atomically(paths.config, {**dataclasses.asdict(config), "derived": derived})
         fit = model.fit if tuning is None else functools.partial(tuning.fit, model, resume_epoch)
@@ -542,14 +521,14 @@ def _train_in(
             validation_data=val_ds,
             validation_steps=val_steps,
             shuffle=False,  # the tf.data pipeline shuffles
-            callbacks=_callbacks(config, paths, resume_epoch, callbacks),
+            callbacks=_callbacks(config, paths, cluster, resume_epoch, callbacks),
             verbose=config.verbose,
         )
         wall_time = time.perf_counter() - start
 
-    if not distribution.is_chief():
-        shutil.rmtree(os.path.dirname(paths.model), ignore_errors=True)
-        return _worker_result(config, paths, fitted, model, wall_time)
+    if not cluster.is_chief:
+        shutil.rmtree(os.path.dirname(paths.model), ignore_errors=True)  # its scratch folder
+        return _worker_result(config, paths, cluster, fitted, model, wall_time)
     if not os.path.exists(paths.trained):
         # Defensive: `fit` returned without `RecordTrained` seeing the end;
         # `BackupAndRestore` removed the backup, so the run ends here.
@@ -638,20 +617,21 @@ def _derived(config: TrainConfig, replicas: int, info, steps: int, val_steps) ->
 def _callbacks(
     config: TrainConfig,
     paths: OutputPaths,
+    cluster: Cluster,
     resume_epoch: int,
     extra: Sequence[keras.callbacks.Callback],
 ) -> list[keras.callbacks.Callback]:
     """The run's callbacks, in the order their writes must happen; the chief's alone
     write the shared files."""
     earlier = [row["val_top1"] for row in read_metrics(paths.metrics) if "val_top1" in row]
-    if distribution.num_workers() > 1:
-        # The chief's best so far, so that every worker saves the same epochs.
-        best = distribution.from_chief(round(max(earlier) * 1e9) if earlier else -1)
-        earlier = [best / 1e9] if best >= 0 else []
+    # The chief's best so far, so that every worker saves the same epochs; in
+    # billionths, rounded up, so that no tie counts as better.
+    best = cluster.from_chief(math.ceil(max(earlier) * 1e9) if earlier else -1)
+    earlier = [best / 1e9] if best >= 0 else []
     callbacks = [
         # First: it checks the disk before this epoch's files are written.
         RequireFreeSpace(paths.root),
-        *distribution.worker_callbacks(),
+        *cluster.callbacks(),
         LearningRateLogger(),
         StopOnNonFiniteLoss(),
         AtomicCSVLogger(paths.metrics),
@@ -672,6 +652,6 @@ def _callbacks(
         keras.callbacks.BackupAndRestore(paths.backup, double_checkpoint=True),
         *extra,
     ]
-    if not distribution.is_chief():
+    if not cluster.is_chief:
         callbacks = [c for c in callbacks if not isinstance(c, _CHIEF_CALLBACKS)]
     return callbacks

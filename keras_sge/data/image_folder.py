@@ -259,6 +259,92 @@ def _partition(labels: list[int], fraction: float, take_validation: bool) -> lis
     return sorted(int(i) for i in chosen)
 
 
+def _list_split(
+    directory: str, split: str | None, validation_fraction: float | None
+) -> tuple[list[str], list[int], list[str]]:
+    """Lists the image files of `split` in one of the three folder layouts.
+
+    Args:
+        directory: the folder given to `load_image_folder`.
+        split: the canonical split name (`"val"` already mapped), or `None`.
+        validation_fraction: carve validation out of the training images.
+
+    Returns:
+        `(paths, labels, class_names)`, labels indexing the sorted class names.
+    """
+    if validation_fraction is not None:
+        if not 0.0 < validation_fraction < 1.0:
+            raise ValueError(
+                f"validation_fraction must be between 0 and 1, got {validation_fraction!r}."
+            )
+        if split not in ("train", "validation"):
+            raise ValueError(
+                f"With validation_fraction, split must be 'train' or 'validation', got {split!r}."
+            )
+        root = _split_directory(directory, "train") or directory
+        paths, labels, class_names = list_class_folder(root)
+        keep = _partition(labels, validation_fraction, take_validation=split == "validation")
+        paths = [paths[i] for i in keep]
+        labels = [labels[i] for i in keep]
+    elif split is None:
+        paths, labels, class_names = list_class_folder(directory)
+    else:
+        split_dir = _split_directory(directory, split)
+        if split_dir is None:
+            tried = ", ".join(
+                os.path.join(directory, n) for n in SPLIT_DIRECTORIES.get(split, (split,))
+            )
+            raise FileNotFoundError(
+                f"No folder for split {split!r} in {directory!r} (tried {tried}). "
+                "Put the splits side by side (train/, val/): the training programs "
+                "need them. In Python, load_image_folder(..., validation_fraction=0.1) "
+                "carves validation out of train/, and split=None reads a single "
+                "folder of class sub-folders."
+            )
+        train_dir = _split_directory(directory, "train")
+        class_names = list_class_folder(train_dir)[2] if train_dir else None
+        paths, labels, class_names = list_class_folder(split_dir, class_names)
+
+    return paths, labels, class_names
+
+
+def _shard_and_order(
+    paths: list[str],
+    labels: list[int],
+    *,
+    shard_index: int,
+    shard_count: int,
+    training: bool,
+    sample_seed: int | None,
+    directory: str,
+) -> tuple[list[str], list[int]]:
+    """Keeps this shard's files, then shuffles evaluation files with `sample_seed`.
+
+    Args:
+        paths, labels: the readable files and their labels.
+        shard_index, shard_count: this shard; training shards are cut equal.
+        training: whether the files feed a training pipeline.
+        sample_seed: fixed order for evaluation files, or `None`.
+        directory: the folder, named when the shard is empty.
+
+    Returns:
+        The `(paths, labels)` this pipeline reads.
+    """
+    if shard_count > 1:
+        indices = list(range(shard_index, len(paths), shard_count))
+        if training:
+            indices = indices[: len(paths) // shard_count]
+        paths = [paths[i] for i in indices]
+        labels = [labels[i] for i in indices]
+    if not paths:
+        raise ValueError(f"Shard {shard_index} of {shard_count} of {directory!r} is empty.")
+    if sample_seed is not None and not training:
+        order = np.random.default_rng(sample_seed).permutation(len(paths))
+        paths = [paths[i] for i in order]
+        labels = [labels[i] for i in order]
+    return paths, labels
+
+
 def load_image_folder(
     directory: str,
     split: str | None = None,
@@ -333,54 +419,20 @@ def load_image_folder(
     if training is None:
         training = split is not None and pipeline.is_training_split(split)
 
-    if validation_fraction is not None:
-        if not 0.0 < validation_fraction < 1.0:
-            raise ValueError(
-                f"validation_fraction must be between 0 and 1, got {validation_fraction!r}."
-            )
-        if split not in ("train", "validation"):
-            raise ValueError(
-                f"With validation_fraction, split must be 'train' or 'validation', got {split!r}."
-            )
-        root = _split_directory(directory, "train") or directory
-        paths, labels, class_names = list_class_folder(root)
-        keep = _partition(labels, validation_fraction, take_validation=split == "validation")
-        paths = [paths[i] for i in keep]
-        labels = [labels[i] for i in keep]
-    elif split is None:
-        paths, labels, class_names = list_class_folder(directory)
-    else:
-        split_dir = _split_directory(directory, split)
-        if split_dir is None:
-            tried = ", ".join(
-                os.path.join(directory, n) for n in SPLIT_DIRECTORIES.get(split, (split,))
-            )
-            raise FileNotFoundError(
-                f"No folder for split {split!r} in {directory!r} (tried {tried}). "
-                "Put the splits side by side (train/, val/): the training programs "
-                "need them. In Python, load_image_folder(..., validation_fraction=0.1) "
-                "carves validation out of train/, and split=None reads a single "
-                "folder of class sub-folders."
-            )
-        train_dir = _split_directory(directory, "train")
-        class_names = list_class_folder(train_dir)[2] if train_dir else None
-        paths, labels, class_names = list_class_folder(split_dir, class_names)
+    paths, labels, class_names = _list_split(directory, split, validation_fraction)
 
     folder = os.path.dirname(os.path.dirname(paths[0]))
     needed, what = (batch_size, f"one batch of {batch_size}") if training else (1, "one")
     paths, labels = keep_readable_files(paths, labels, class_names, folder, needed, what)
-    if shard_count > 1:
-        indices = list(range(shard_index, len(paths), shard_count))
-        if training:
-            indices = indices[: len(paths) // shard_count]
-        paths = [paths[i] for i in indices]
-        labels = [labels[i] for i in indices]
-    if not paths:
-        raise ValueError(f"Shard {shard_index} of {shard_count} of {directory!r} is empty.")
-    if sample_seed is not None and not training:
-        order = np.random.default_rng(sample_seed).permutation(len(paths))
-        paths = [paths[i] for i in order]
-        labels = [labels[i] for i in order]
+    paths, labels = _shard_and_order(
+        paths,
+        labels,
+        shard_index=shard_index,
+        shard_count=shard_count,
+        training=training,
+        sample_seed=sample_seed,
+        directory=directory,
+    )
     require_readable(paths, needed, folder, what)
 
     sources = tf.data.Dataset.from_tensor_slices(

@@ -32,6 +32,75 @@ def _check_split(builder: tfds.core.DatasetBuilder, split: str) -> None:
         )
 
 
+def _classification_keys(builder: tfds.core.DatasetBuilder) -> tuple[str, str]:
+    """Returns the image and label feature names, refusing other datasets.
+
+    Args:
+        builder: a tfds builder whose supervised keys (default `image`,
+            `label`) must be an `Image` and a `ClassLabel` feature.
+
+    Returns:
+        `(image_key, label_key)`.
+    """
+    image_key, label_key = builder.info.supervised_keys or ("image", "label")
+    features = builder.info.features
+    if not isinstance(features[image_key], tfds.features.Image) or not isinstance(
+        features[label_key], tfds.features.ClassLabel
+    ):
+        raise ValueError(
+            f"Dataset {builder.name!r} is not an image classification dataset: "
+            f"expected an Image feature {image_key!r} and a ClassLabel feature "
+            f"{label_key!r}, got {features}."
+        )
+    return image_key, label_key
+
+
+def _read_encoded_examples(
+    builder: tfds.core.DatasetBuilder,
+    split: str,
+    image_key: str,
+    *,
+    training: bool,
+    seed: int | None,
+    sample_seed: int | None,
+    shuffle_buffer_size: int | None,
+) -> tf.data.Dataset:
+    """Reads `(encoded image, label)` pairs of `split`, images left undecoded.
+
+    Args:
+        builder: the prepared tfds builder.
+        split: the tfds split of this shard.
+        image_key: the image feature, read with `tfds.decode.SkipDecoding`.
+        training: shuffle the files with `seed`.
+        seed: seed of the file shuffle when training.
+        sample_seed: fixed order for evaluation (files and examples).
+        shuffle_buffer_size: buffer of the evaluation sample order.
+
+    Returns:
+        The dataset of `(bytes, label)`.
+    """
+    sampled = sample_seed is not None and not training
+    read_config = tfds.ReadConfig(
+        shuffle_seed=sample_seed if sampled else seed,
+        shuffle_reshuffle_each_iteration=not sampled,
+    )
+    sources = builder.as_dataset(
+        split=split,
+        shuffle_files=training or sampled,
+        decoders={image_key: tfds.decode.SkipDecoding()},
+        read_config=read_config,
+        as_supervised=True,
+    )
+    if sampled:
+        # The same order on every pass: a fixed sample for a partial evaluation.
+        sources = sources.shuffle(
+            shuffle_buffer_size or DEFAULT_SHUFFLE_BUFFER,
+            seed=sample_seed,
+            reshuffle_each_iteration=False,
+        )
+    return sources
+
+
 def _load_from_builder(
     builder: tfds.core.DatasetBuilder,
     split: str,
@@ -57,16 +126,7 @@ def _load_from_builder(
     _check_split(builder, split)
     if training is None:
         training = pipeline.is_training_split(split)
-    image_key, label_key = builder.info.supervised_keys or ("image", "label")
-    features = builder.info.features
-    if not isinstance(features[image_key], tfds.features.Image) or not isinstance(
-        features[label_key], tfds.features.ClassLabel
-    ):
-        raise ValueError(
-            f"Dataset {builder.name!r} is not an image classification dataset: "
-            f"expected an Image feature {image_key!r} and a ClassLabel feature "
-            f"{label_key!r}, got {features}."
-        )
+    image_key, label_key = _classification_keys(builder)
     if shard_count > 1:
         # Equal shards for training (every process runs the same number of
         # steps); every example exactly once over all shards for evaluation.
@@ -74,25 +134,15 @@ def _load_from_builder(
     # Known once the dataset is prepared; unknown for split-less metadata
     # (e.g. under tfds.testing.mock_data).
     num_examples = builder.info.splits[split].num_examples if builder.info.splits else None
-    sampled = sample_seed is not None and not training
-    read_config = tfds.ReadConfig(
-        shuffle_seed=sample_seed if sampled else seed,
-        shuffle_reshuffle_each_iteration=not sampled,
+    sources = _read_encoded_examples(
+        builder,
+        split,
+        image_key,
+        training=training,
+        seed=seed,
+        sample_seed=sample_seed,
+        shuffle_buffer_size=shuffle_buffer_size,
     )
-    sources = builder.as_dataset(
-        split=split,
-        shuffle_files=training or sampled,
-        decoders={image_key: tfds.decode.SkipDecoding()},
-        read_config=read_config,
-        as_supervised=True,
-    )
-    if sampled:
-        # The same order on every pass: a fixed sample for a partial evaluation.
-        sources = sources.shuffle(
-            shuffle_buffer_size or DEFAULT_SHUFFLE_BUFFER,
-            seed=sample_seed,
-            reshuffle_each_iteration=False,
-        )
     dataset = pipeline.build_dataset(
         sources,
         from_files=False,
@@ -107,7 +157,7 @@ def _load_from_builder(
     )
     if not with_info:
         return dataset
-    label_feature = features[label_key]
+    label_feature = builder.info.features[label_key]
     info = pipeline.DatasetInfo(
         num_classes=label_feature.num_classes,
         class_names=list(label_feature.names),

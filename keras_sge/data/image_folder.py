@@ -451,12 +451,11 @@ def load_image_folder(
         num_examples=len(paths),
         min_crop_area=min_crop_area,
     )
-    if not with_info:
-        return dataset
-    info = pipeline.DatasetInfo(
-        num_classes=len(class_names),
+    return pipeline.with_dataset_info(
+        dataset,
+        with_info,
         class_names=class_names,
         num_examples=len(paths),
-        num_batches=pipeline.num_batches(len(paths), batch_size, training),
+        batch_size=batch_size,
+        training=training,
     )
-    return dataset, info

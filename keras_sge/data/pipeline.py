@@ -371,3 +371,36 @@ def num_batches(num_examples: int | None, batch_size: int, training: bool) -> in
     if training:
         return num_examples // batch_size
     return -(-num_examples // batch_size)
+
+
+def with_dataset_info(
+    dataset: tf.data.Dataset,
+    with_info: bool,
+    *,
+    class_names: list[str],
+    num_examples: int | None,
+    batch_size: int,
+    training: bool,
+) -> tf.data.Dataset | tuple[tf.data.Dataset, DatasetInfo]:
+    """What a loader returns: `dataset`, or `(dataset, DatasetInfo)` when `with_info`.
+
+    Args:
+        dataset: the batched dataset.
+        with_info: whether the caller asked for the `DatasetInfo` too.
+        class_names: class name of each label.
+        num_examples: examples before batching, or `None` when unknown.
+        batch_size: examples per batch.
+        training: whether the last partial batch is dropped.
+
+    Returns:
+        `dataset` or `(dataset, info)`.
+    """
+    if not with_info:
+        return dataset
+    info = DatasetInfo(
+        num_classes=len(class_names),
+        class_names=class_names,
+        num_examples=num_examples,
+        num_batches=num_batches(num_examples, batch_size, training),
+    )
+    return dataset, info

@@ -155,16 +155,14 @@ def _load_from_builder(
         or max(1, min(num_examples or DEFAULT_SHUFFLE_BUFFER, DEFAULT_SHUFFLE_BUFFER)),
         min_crop_area=min_crop_area,
     )
-    if not with_info:
-        return dataset
-    label_feature = builder.info.features[label_key]
-    info = pipeline.DatasetInfo(
-        num_classes=label_feature.num_classes,
-        class_names=list(label_feature.names),
+    return pipeline.with_dataset_info(
+        dataset,
+        with_info,
+        class_names=list(builder.info.features[label_key].names),
         num_examples=num_examples,
-        num_batches=pipeline.num_batches(num_examples, batch_size, training),
+        batch_size=batch_size,
+        training=training,
     )
-    return dataset, info
 
 
 def load_tfds(

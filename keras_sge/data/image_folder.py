@@ -308,28 +308,40 @@ def _list_split(
     return paths, labels, class_names
 
 
-def _shard_and_order(
+def _files_to_read(
     paths: list[str],
     labels: list[int],
+    class_names: list[str],
     *,
+    batch_size: int,
+    training: bool,
     shard_index: int,
     shard_count: int,
-    training: bool,
     sample_seed: int | None,
     directory: str,
 ) -> tuple[list[str], list[int]]:
-    """Keeps this shard's files, then shuffles evaluation files with `sample_seed`.
+    """The readable files of this shard, evaluation files in `sample_seed` order.
 
     Args:
-        paths, labels: the readable files and their labels.
-        shard_index, shard_count: this shard; training shards are cut equal.
-        training: whether the files feed a training pipeline.
+        paths, labels, class_names: the listed files, their labels and the
+            class names (unreadable files are skipped with one warning).
+        batch_size: examples per batch; training needs one readable batch.
+        training: whether the files feed a training pipeline; training
+            shards are cut equal.
+        shard_index, shard_count: this shard.
         sample_seed: fixed order for evaluation files, or `None`.
         directory: the folder, named when the shard is empty.
 
     Returns:
         The `(paths, labels)` this pipeline reads.
+
+    Raises:
+        ValueError: when a class, the shard or the first batch has no
+            readable file.
     """
+    folder = os.path.dirname(os.path.dirname(paths[0]))
+    needed, what = (batch_size, f"one batch of {batch_size}") if training else (1, "one")
+    paths, labels = keep_readable_files(paths, labels, class_names, folder, needed, what)
     if shard_count > 1:
         indices = list(range(shard_index, len(paths), shard_count))
         if training:
@@ -342,7 +354,32 @@ def _shard_and_order(
         order = np.random.default_rng(sample_seed).permutation(len(paths))
         paths = [paths[i] for i in order]
         labels = [labels[i] for i in order]
+    require_readable(paths, needed, folder, what)
     return paths, labels
+
+
+def _file_dataset(paths: list[str], labels: list[int], **pipeline_options) -> tf.data.Dataset:
+    """The batched pipeline that reads, decodes and preprocesses `paths`.
+
+    Args:
+        paths, labels: the files to read and their labels.
+        **pipeline_options: `training`, `batch_size`, `image_size`, `seed`,
+            `dtype`, `min_crop_area`, as in `pipeline.build_dataset`.
+
+    Returns:
+        The batched `tf.data.Dataset` of `(images, labels)`.
+    """
+    sources = tf.data.Dataset.from_tensor_slices(
+        # Bytes: file names need not be UTF-8.
+        (tf.constant([os.fsencode(p) for p in paths]), tf.constant(labels, tf.int32))
+    )
+    return pipeline.build_dataset(
+        sources,
+        from_files=True,
+        shuffle_buffer_size=len(paths),
+        num_examples=len(paths),
+        **pipeline_options,
+    )
 
 
 def load_image_folder(
@@ -414,41 +451,30 @@ def load_image_folder(
         batch_size, shard, input_context
     )
     directory = os.fspath(directory)
-    if split is not None:
-        split = "validation" if split == "val" else split
+    split = "validation" if split == "val" else split
     if training is None:
         training = split is not None and pipeline.is_training_split(split)
 
     paths, labels, class_names = _list_split(directory, split, validation_fraction)
-
-    folder = os.path.dirname(os.path.dirname(paths[0]))
-    needed, what = (batch_size, f"one batch of {batch_size}") if training else (1, "one")
-    paths, labels = keep_readable_files(paths, labels, class_names, folder, needed, what)
-    paths, labels = _shard_and_order(
+    paths, labels = _files_to_read(
         paths,
         labels,
+        class_names,
+        batch_size=batch_size,
+        training=training,
         shard_index=shard_index,
         shard_count=shard_count,
-        training=training,
         sample_seed=sample_seed,
         directory=directory,
     )
-    require_readable(paths, needed, folder, what)
-
-    sources = tf.data.Dataset.from_tensor_slices(
-        # Bytes: file names need not be UTF-8.
-        (tf.constant([os.fsencode(p) for p in paths]), tf.constant(labels, tf.int32))
-    )
-    dataset = pipeline.build_dataset(
-        sources,
-        from_files=True,
+    dataset = _file_dataset(
+        paths,
+        labels,
         training=training,
         batch_size=batch_size,
         image_size=image_size,
         seed=seed,
         dtype=dtype,
-        shuffle_buffer_size=len(paths),
-        num_examples=len(paths),
         min_crop_area=min_crop_area,
     )
     return pipeline.with_dataset_info(

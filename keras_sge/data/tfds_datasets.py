@@ -101,6 +101,34 @@ def _read_encoded_examples(
     return sources
 
 
+def _shard_split(
+    builder: tfds.core.DatasetBuilder,
+    split: str,
+    *,
+    shard_index: int,
+    shard_count: int,
+    training: bool,
+) -> tuple[str, int | None]:
+    """This shard's part of `split` and its example count.
+
+    Args:
+        builder: the prepared tfds builder.
+        split: the tfds split, slicing included.
+        shard_index, shard_count: this shard.
+        training: cut equal shards (every process runs the same number of
+            steps); else every example is read exactly once over all shards.
+
+    Returns:
+        `(split, num_examples)`, `num_examples` `None` when unknown.
+    """
+    if shard_count > 1:
+        split = tfds.even_splits(split, n=shard_count, drop_remainder=training)[shard_index]
+    # Known once the dataset is prepared; unknown for split-less metadata
+    # (e.g. under tfds.testing.mock_data).
+    num_examples = builder.info.splits[split].num_examples if builder.info.splits else None
+    return split, num_examples
+
+
 def _load_from_builder(
     builder: tfds.core.DatasetBuilder,
     split: str,
@@ -127,13 +155,9 @@ def _load_from_builder(
     if training is None:
         training = pipeline.is_training_split(split)
     image_key, label_key = _classification_keys(builder)
-    if shard_count > 1:
-        # Equal shards for training (every process runs the same number of
-        # steps); every example exactly once over all shards for evaluation.
-        split = tfds.even_splits(split, n=shard_count, drop_remainder=training)[shard_index]
-    # Known once the dataset is prepared; unknown for split-less metadata
-    # (e.g. under tfds.testing.mock_data).
-    num_examples = builder.info.splits[split].num_examples if builder.info.splits else None
+    split, num_examples = _shard_split(
+        builder, split, shard_index=shard_index, shard_count=shard_count, training=training
+    )
     sources = _read_encoded_examples(
         builder,
         split,

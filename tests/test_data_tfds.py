@@ -207,3 +207,12 @@ def test_load_tfds_with_mock_data():
         np.testing.assert_array_equal(first, second)
     with pytest.raises(ValueError, match="count >= 1"):
         data.load_tfds("cifar10", "train", batch_size=4, shard=(0, 0), download=False)
+
+
+@pytest.mark.backend_independent
+def test_load_tfds_refuses_a_dataset_without_image_and_class_label():
+    with tfds.testing.mock_data(num_examples=2):
+        with pytest.raises(
+            ValueError, match=r"'imdb_reviews' is not an image classification.*'text'"
+        ):
+            data.load_tfds("imdb_reviews", "train", batch_size=2)

@@ -145,6 +145,60 @@ def _head_key(key: str) -> bool:
     return key.startswith("fc.")
 
 
+def _mismatch_message(
+    model: keras.Model,
+    path: str,
+    state: dict,
+    targets: dict,
+    *,
+    missing: list[str],
+    unexpected: list[str],
+    mismatched: list[str],
+) -> str:
+    """Explains why a state_dict does not fit a model, with a hint on SGE.
+
+    Args:
+        model: The Keras model.
+        path: The file's path.
+        state: `{key: ndarray}` as read by `read_state_dict`.
+        targets: the model's keys, as made by `_model_targets`.
+        missing, unexpected, mismatched: the keys at fault.
+
+    Returns:
+        The message of the `ValueError`.
+    """
+    parts = [
+        f"The PyTorch checkpoint {os.fspath(path)!r} does not match model "
+        f"{model.name!r}; nothing was loaded."
+    ]
+    if missing:
+        parts.append(_listing("Missing keys (in the model, not in the file)", missing))
+    if unexpected:
+        parts.append(_listing("Unexpected keys (in the file, not in the model)", unexpected))
+    if mismatched:
+        parts.append(
+            _listing(
+                "Shape mismatches",
+                [
+                    f"{k}: file {tuple(state[k].shape)}, model expects {targets[k][1]}"
+                    for k in mismatched
+                ],
+            )
+        )
+    file_sge = any(".sge." in key for key in state)
+    model_sge = any(".sge." in key for key in targets)
+    if file_sge and not model_sge:
+        parts.append("  Hint: the file has SGE weights; build an SGEResNet model.")
+    elif model_sge and not file_sge:
+        parts.append(
+            "  Hint: the file has no SGE weights (a plain ResNet): build a "
+            "ResNet (not SGEResNet) model, or pass allow_missing_sge=True to "
+            "load it into the SGE model and leave the SGE layers at their "
+            "initialisation."
+        )
+    return "\n".join(parts)
+
+
 def plan_pytorch_load(
     model: keras.Model,
     state: dict,
@@ -197,35 +251,17 @@ def plan_pytorch_load(
     unexpected = [k for k in unexpected if k not in skipped]
     mismatched = [k for k in mismatched if k not in left_out]
     if missing or unexpected or mismatched:
-        parts = [
-            f"The PyTorch checkpoint {os.fspath(path)!r} does not match model "
-            f"{model.name!r}; nothing was loaded."
-        ]
-        if missing:
-            parts.append(_listing("Missing keys (in the model, not in the file)", missing))
-        if unexpected:
-            parts.append(_listing("Unexpected keys (in the file, not in the model)", unexpected))
-        if mismatched:
-            parts.append(
-                _listing(
-                    "Shape mismatches",
-                    [
-                        f"{k}: file {tuple(state[k].shape)}, model expects {targets[k][1]}"
-                        for k in mismatched
-                    ],
-                )
+        raise ValueError(
+            _mismatch_message(
+                model,
+                path,
+                state,
+                targets,
+                missing=missing,
+                unexpected=unexpected,
+                mismatched=mismatched,
             )
-        model_sge = any(".sge." in key for key in targets)
-        if file_sge and not model_sge:
-            parts.append("  Hint: the file has SGE weights; build an SGEResNet model.")
-        elif model_sge and not file_sge:
-            parts.append(
-                "  Hint: the file has no SGE weights (a plain ResNet): build a "
-                "ResNet (not SGEResNet) model, or pass allow_missing_sge=True to "
-                "load it into the SGE model and leave the SGE layers at their "
-                "initialisation."
-            )
-        raise ValueError("\n".join(parts))
+        )
 
     assignments = [
         (variable, to_keras(state[key]))

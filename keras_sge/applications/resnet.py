@@ -206,6 +206,62 @@ def _sge_kwargs(attention, groups, sge_options, stage_channels):
     return {"groups": groups, **sge_options}
 
 
+def _check_head_arguments(include_top: bool, pooling: str | None, classes: int) -> None:
+    """Refuses a `pooling` mode or, with the head, a `classes` count that cannot be built."""
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(
+            f"`pooling` must be one of None, 'avg' or 'max'. Received: pooling={pooling!r}"
+        )
+    if include_top and (isinstance(classes, bool) or not isinstance(classes, int) or classes < 1):
+        raise ValueError(f"`classes` must be a positive integer. Received: classes={classes!r}")
+
+
+def _model_inputs(input_tensor, input_shape: tuple) -> tuple:
+    """The graph's input and the model's inputs, from `input_tensor` when given.
+
+    Args:
+        input_tensor: `None`, a Keras tensor (whose source inputs become the
+            model's), or another tensor to wrap in a `keras.Input`.
+        input_shape: the resolved input shape.
+
+    Returns:
+        `(inputs, model_inputs)`: the tensor the stem reads and the inputs
+        of the `keras.Model`.
+    """
+    if input_tensor is None:
+        inputs = keras.Input(shape=input_shape)
+        return inputs, inputs
+    if keras.backend.is_keras_tensor(input_tensor):
+        inputs = input_tensor
+    else:
+        inputs = keras.Input(tensor=input_tensor, shape=input_shape)
+    model_inputs = keras.utils.get_source_inputs(input_tensor)
+    if len(model_inputs) == 1:
+        model_inputs = model_inputs[0]
+    return inputs, model_inputs
+
+
+def _load_built_weights(
+    model: keras.Model, weights: str | os.PathLike, pretrained_name: str | None
+) -> None:
+    """Loads `weights` into the built model; a bad cached ImageNet file is named as such.
+
+    Args:
+        model: the model just built.
+        weights: the weights file (the cached ImageNet file when `pretrained_name`).
+        pretrained_name: the variant of the cached ImageNet weights, or `None`.
+    """
+    try:
+        load_weights(model, weights)
+    except ValueError as error:
+        if pretrained_name is None:
+            raise
+        # The architecture is the file's own: a failure means the file is bad.
+        from keras_sge.applications import pretrained
+
+        raise pretrained.damaged_cache_error(pretrained_name, weights, error) from error
+
+
 def build_resnet(
     depth: int,
     attention: bool,
@@ -243,45 +299,21 @@ def build_resnet(
     if _weights_kind(weights) == "imagenet":
         pretrained_name = f"{'sge_' if attention else ''}resnet{depth}"
         weights = _cached_imagenet_weights(pretrained_name, include_top, classes)
-    if pooling not in (None, "avg", "max"):
-        raise ValueError(
-            f"`pooling` must be one of None, 'avg' or 'max'. Received: pooling={pooling!r}"
-        )
-    if include_top and (isinstance(classes, bool) or not isinstance(classes, int) or classes < 1):
-        raise ValueError(f"`classes` must be a positive integer. Received: classes={classes!r}")
+    _check_head_arguments(include_top, pooling, classes)
     stage_channels = [w * _EXPANSION[kind] for w in _STAGE_WIDTHS]
     sge_kwargs = _sge_kwargs(attention, groups, sge_options, stage_channels)
     data_format = keras.config.image_data_format()
     input_shape = _input_shape(input_shape, input_tensor, include_top, data_format)
 
-    if input_tensor is None:
-        inputs = keras.Input(shape=input_shape)
-    elif not keras.backend.is_keras_tensor(input_tensor):
-        inputs = keras.Input(tensor=input_tensor, shape=input_shape)
-    else:
-        inputs = input_tensor
+    inputs, model_inputs = _model_inputs(input_tensor, input_shape)
     x = _stem(inputs, data_format, include_preprocessing)
     x = _stages(x, kind, blocks_per_stage, data_format, sge_kwargs)
     x = _top(x, include_top, pooling, classes, classifier_activation, data_format)
-    if input_tensor is not None:
-        model_inputs = keras.utils.get_source_inputs(input_tensor)
-        if len(model_inputs) == 1:
-            model_inputs = model_inputs[0]
-    else:
-        model_inputs = inputs
     name = name or f"{'sge_' if attention else ''}resnet{depth}"
     model = keras.Model(model_inputs, x, name=name)
 
     if weights is not None:
-        try:
-            load_weights(model, weights)
-        except ValueError as error:
-            if pretrained_name is None:
-                raise
-            # The architecture is the file's own: a failure means the file is bad.
-            from keras_sge.applications import pretrained
-
-            raise pretrained.damaged_cache_error(pretrained_name, weights, error) from error
+        _load_built_weights(model, weights, pretrained_name)
     return model
 
 

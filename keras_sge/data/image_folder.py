@@ -259,6 +259,129 @@ def _partition(labels: list[int], fraction: float, take_validation: bool) -> lis
     return sorted(int(i) for i in chosen)
 
 
+def _list_split(
+    directory: str, split: str | None, validation_fraction: float | None
+) -> tuple[list[str], list[int], list[str]]:
+    """Lists the image files of `split` in one of the three folder layouts.
+
+    Args:
+        directory: the folder given to `load_image_folder`.
+        split: the canonical split name (`"val"` already mapped), or `None`.
+        validation_fraction: carve validation out of the training images.
+
+    Returns:
+        `(paths, labels, class_names)`, labels indexing the sorted class names.
+    """
+    if validation_fraction is not None:
+        if not 0.0 < validation_fraction < 1.0:
+            raise ValueError(
+                f"validation_fraction must be between 0 and 1, got {validation_fraction!r}."
+            )
+        if split not in ("train", "validation"):
+            raise ValueError(
+                f"With validation_fraction, split must be 'train' or 'validation', got {split!r}."
+            )
+        root = _split_directory(directory, "train") or directory
+        paths, labels, class_names = list_class_folder(root)
+        keep = _partition(labels, validation_fraction, take_validation=split == "validation")
+        paths = [paths[i] for i in keep]
+        labels = [labels[i] for i in keep]
+    elif split is None:
+        paths, labels, class_names = list_class_folder(directory)
+    else:
+        split_dir = _split_directory(directory, split)
+        if split_dir is None:
+            tried = ", ".join(
+                os.path.join(directory, n) for n in SPLIT_DIRECTORIES.get(split, (split,))
+            )
+            raise FileNotFoundError(
+                f"No folder for split {split!r} in {directory!r} (tried {tried}). "
+                "Put the splits side by side (train/, val/): the training programs "
+                "need them. In Python, load_image_folder(..., validation_fraction=0.1) "
+                "carves validation out of train/, and split=None reads a single "
+                "folder of class sub-folders."
+            )
+        train_dir = _split_directory(directory, "train")
+        class_names = list_class_folder(train_dir)[2] if train_dir else None
+        paths, labels, class_names = list_class_folder(split_dir, class_names)
+
+    return paths, labels, class_names
+
+
+def _files_to_read(
+    paths: list[str],
+    labels: list[int],
+    class_names: list[str],
+    *,
+    batch_size: int,
+    training: bool,
+    shard_index: int,
+    shard_count: int,
+    sample_seed: int | None,
+    directory: str,
+) -> tuple[list[str], list[int]]:
+    """The readable files of this shard, evaluation files in `sample_seed` order.
+
+    Args:
+        paths, labels, class_names: the listed files, their labels and the
+            class names (unreadable files are skipped with one warning).
+        batch_size: examples per batch; training needs one readable batch.
+        training: whether the files feed a training pipeline; training
+            shards are cut equal.
+        shard_index, shard_count: this shard.
+        sample_seed: fixed order for evaluation files, or `None`.
+        directory: the folder, named when the shard is empty.
+
+    Returns:
+        The `(paths, labels)` this pipeline reads.
+
+    Raises:
+        ValueError: when a class, the shard or the first batch has no
+            readable file.
+    """
+    folder = os.path.dirname(os.path.dirname(paths[0]))
+    needed, what = (batch_size, f"one batch of {batch_size}") if training else (1, "one")
+    paths, labels = keep_readable_files(paths, labels, class_names, folder, needed, what)
+    if shard_count > 1:
+        indices = list(range(shard_index, len(paths), shard_count))
+        if training:
+            indices = indices[: len(paths) // shard_count]
+        paths = [paths[i] for i in indices]
+        labels = [labels[i] for i in indices]
+    if not paths:
+        raise ValueError(f"Shard {shard_index} of {shard_count} of {directory!r} is empty.")
+    if sample_seed is not None and not training:
+        order = np.random.default_rng(sample_seed).permutation(len(paths))
+        paths = [paths[i] for i in order]
+        labels = [labels[i] for i in order]
+    require_readable(paths, needed, folder, what)
+    return paths, labels
+
+
+def _file_dataset(paths: list[str], labels: list[int], **pipeline_options) -> tf.data.Dataset:
+    """The batched pipeline that reads, decodes and preprocesses `paths`.
+
+    Args:
+        paths, labels: the files to read and their labels.
+        **pipeline_options: `training`, `batch_size`, `image_size`, `seed`,
+            `dtype`, `min_crop_area`, as in `pipeline.build_dataset`.
+
+    Returns:
+        The batched `tf.data.Dataset` of `(images, labels)`.
+    """
+    sources = tf.data.Dataset.from_tensor_slices(
+        # Bytes: file names need not be UTF-8.
+        (tf.constant([os.fsencode(p) for p in paths]), tf.constant(labels, tf.int32))
+    )
+    return pipeline.build_dataset(
+        sources,
+        from_files=True,
+        shuffle_buffer_size=len(paths),
+        num_examples=len(paths),
+        **pipeline_options,
+    )
+
+
 def load_image_folder(
     directory: str,
     split: str | None = None,
@@ -328,83 +451,37 @@ def load_image_folder(
         batch_size, shard, input_context
     )
     directory = os.fspath(directory)
-    if split is not None:
-        split = "validation" if split == "val" else split
+    split = "validation" if split == "val" else split
     if training is None:
         training = split is not None and pipeline.is_training_split(split)
 
-    if validation_fraction is not None:
-        if not 0.0 < validation_fraction < 1.0:
-            raise ValueError(
-                f"validation_fraction must be between 0 and 1, got {validation_fraction!r}."
-            )
-        if split not in ("train", "validation"):
-            raise ValueError(
-                f"With validation_fraction, split must be 'train' or 'validation', got {split!r}."
-            )
-        root = _split_directory(directory, "train") or directory
-        paths, labels, class_names = list_class_folder(root)
-        keep = _partition(labels, validation_fraction, take_validation=split == "validation")
-        paths = [paths[i] for i in keep]
-        labels = [labels[i] for i in keep]
-    elif split is None:
-        paths, labels, class_names = list_class_folder(directory)
-    else:
-        split_dir = _split_directory(directory, split)
-        if split_dir is None:
-            tried = ", ".join(
-                os.path.join(directory, n) for n in SPLIT_DIRECTORIES.get(split, (split,))
-            )
-            raise FileNotFoundError(
-                f"No folder for split {split!r} in {directory!r} (tried {tried}). "
-                "Put the splits side by side (train/, val/): the training programs "
-                "need them. In Python, load_image_folder(..., validation_fraction=0.1) "
-                "carves validation out of train/, and split=None reads a single "
-                "folder of class sub-folders."
-            )
-        train_dir = _split_directory(directory, "train")
-        class_names = list_class_folder(train_dir)[2] if train_dir else None
-        paths, labels, class_names = list_class_folder(split_dir, class_names)
-
-    folder = os.path.dirname(os.path.dirname(paths[0]))
-    needed, what = (batch_size, f"one batch of {batch_size}") if training else (1, "one")
-    paths, labels = keep_readable_files(paths, labels, class_names, folder, needed, what)
-    if shard_count > 1:
-        indices = list(range(shard_index, len(paths), shard_count))
-        if training:
-            indices = indices[: len(paths) // shard_count]
-        paths = [paths[i] for i in indices]
-        labels = [labels[i] for i in indices]
-    if not paths:
-        raise ValueError(f"Shard {shard_index} of {shard_count} of {directory!r} is empty.")
-    if sample_seed is not None and not training:
-        order = np.random.default_rng(sample_seed).permutation(len(paths))
-        paths = [paths[i] for i in order]
-        labels = [labels[i] for i in order]
-    require_readable(paths, needed, folder, what)
-
-    sources = tf.data.Dataset.from_tensor_slices(
-        # Bytes: file names need not be UTF-8.
-        (tf.constant([os.fsencode(p) for p in paths]), tf.constant(labels, tf.int32))
+    paths, labels, class_names = _list_split(directory, split, validation_fraction)
+    paths, labels = _files_to_read(
+        paths,
+        labels,
+        class_names,
+        batch_size=batch_size,
+        training=training,
+        shard_index=shard_index,
+        shard_count=shard_count,
+        sample_seed=sample_seed,
+        directory=directory,
     )
-    dataset = pipeline.build_dataset(
-        sources,
-        from_files=True,
+    dataset = _file_dataset(
+        paths,
+        labels,
         training=training,
         batch_size=batch_size,
         image_size=image_size,
         seed=seed,
         dtype=dtype,
-        shuffle_buffer_size=len(paths),
-        num_examples=len(paths),
         min_crop_area=min_crop_area,
     )
-    if not with_info:
-        return dataset
-    info = pipeline.DatasetInfo(
-        num_classes=len(class_names),
+    return pipeline.with_dataset_info(
+        dataset,
+        with_info,
         class_names=class_names,
         num_examples=len(paths),
-        num_batches=pipeline.num_batches(len(paths), batch_size, training),
+        batch_size=batch_size,
+        training=training,
     )
-    return dataset, info

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+from collections.abc import Callable
 
 import keras
 import tensorflow as tf
@@ -212,6 +213,89 @@ def _keep_readable(image_bytes, path, label, seed) -> tf.Tensor:
     return tf.cond(ok, lambda: tf.constant(True), warn)
 
 
+# `(image_bytes, label, seed) -> (image, int32 label)`, the per-example step.
+_ExamplePreprocessor = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
+
+
+def _example_preprocessor(
+    training: bool, image_size: int, min_crop_area: float
+) -> _ExamplePreprocessor:
+    """Returns the per-example step `(image_bytes, label, seed) -> (image, label)`.
+
+    Args:
+        training: augment with a seeded random crop and flip, else resize and
+            center-crop.
+        image_size: side of the square images.
+        min_crop_area: smallest area fraction of the training crop.
+
+    Returns:
+        A function for `tf.data.Dataset.map`; labels come out as int32.
+    """
+    if training:
+
+        def preprocess(image_bytes, label, example_seed):
+            return preprocessing.preprocess_for_train(
+                image_bytes, image_size, seed=example_seed, min_crop_area=min_crop_area
+            ), tf.cast(label, tf.int32)
+    else:
+
+        def preprocess(image_bytes, label, example_seed):
+            del example_seed
+            return preprocessing.preprocess_for_eval(image_bytes, image_size), tf.cast(
+                label, tf.int32
+            )
+
+    return preprocess
+
+
+def _decode_examples(
+    ds: tf.data.Dataset,
+    preprocess: _ExamplePreprocessor,
+    *,
+    from_files: bool,
+    deterministic: bool,
+) -> tf.data.Dataset:
+    """Maps `((image or path, label), seed)` elements to `(image, label)`.
+
+    Args:
+        ds: the zipped sources and per-example seeds.
+        preprocess: the step made by `_example_preprocessor`.
+        from_files: read each path first, skipping unreadable files.
+        deterministic: keep the element order of the parallel maps.
+
+    Returns:
+        The dataset of preprocessed, unbatched examples.
+    """
+    if from_files:
+        ds = ds.map(
+            _graph_function(
+                lambda item, example_seed: _read_checked(item[0], item[1], example_seed)
+            ),
+            num_parallel_calls=AUTOTUNE,
+            deterministic=deterministic,
+        )
+        ds = ds.filter(_graph_function(_keep_readable))
+        ds = ds.map(
+            _graph_function(
+                lambda image_bytes, path, label, example_seed: preprocess(
+                    image_bytes, label, example_seed
+                )
+            ),
+            num_parallel_calls=AUTOTUNE,
+            deterministic=deterministic,
+        )
+        # Safety net for damage the cheap check cannot see: TensorFlow logs
+        # the decoder error and the example is dropped, the epoch goes on.
+        ds = ds.ignore_errors(log_warning=True)
+    else:
+        ds = ds.map(
+            _graph_function(lambda item, example_seed: preprocess(item[0], item[1], example_seed)),
+            num_parallel_calls=AUTOTUNE,
+            deterministic=deterministic,
+        )
+    return ds
+
+
 def build_dataset(
     sources: tf.data.Dataset,
     *,
@@ -257,47 +341,8 @@ def build_dataset(
         seeds = tf.data.Dataset.from_tensors(tf.zeros([2], tf.int64)).repeat()
     ds = tf.data.Dataset.zip(sources, seeds)
 
-    if training:
-
-        def preprocess(image_bytes, label, example_seed):
-            return preprocessing.preprocess_for_train(
-                image_bytes, image_size, seed=example_seed, min_crop_area=min_crop_area
-            ), tf.cast(label, tf.int32)
-    else:
-
-        def preprocess(image_bytes, label, example_seed):
-            del example_seed
-            return preprocessing.preprocess_for_eval(image_bytes, image_size), tf.cast(
-                label, tf.int32
-            )
-
-    if from_files:
-        ds = ds.map(
-            _graph_function(
-                lambda item, example_seed: _read_checked(item[0], item[1], example_seed)
-            ),
-            num_parallel_calls=AUTOTUNE,
-            deterministic=deterministic,
-        )
-        ds = ds.filter(_graph_function(_keep_readable))
-        ds = ds.map(
-            _graph_function(
-                lambda image_bytes, path, label, example_seed: preprocess(
-                    image_bytes, label, example_seed
-                )
-            ),
-            num_parallel_calls=AUTOTUNE,
-            deterministic=deterministic,
-        )
-        # Safety net for damage the cheap check cannot see: TensorFlow logs
-        # the decoder error and the example is dropped, the epoch goes on.
-        ds = ds.ignore_errors(log_warning=True)
-    else:
-        ds = ds.map(
-            _graph_function(lambda item, example_seed: preprocess(item[0], item[1], example_seed)),
-            num_parallel_calls=AUTOTUNE,
-            deterministic=deterministic,
-        )
+    preprocess = _example_preprocessor(training, image_size, min_crop_area)
+    ds = _decode_examples(ds, preprocess, from_files=from_files, deterministic=deterministic)
     if from_files and training:
         # Skipped files would make the epoch length unknown (and Keras warn
         # that the input "ran out of data"): top the epoch up from the next,
@@ -326,3 +371,36 @@ def num_batches(num_examples: int | None, batch_size: int, training: bool) -> in
     if training:
         return num_examples // batch_size
     return -(-num_examples // batch_size)
+
+
+def with_dataset_info(
+    dataset: tf.data.Dataset,
+    with_info: bool,
+    *,
+    class_names: list[str],
+    num_examples: int | None,
+    batch_size: int,
+    training: bool,
+) -> tf.data.Dataset | tuple[tf.data.Dataset, DatasetInfo]:
+    """What a loader returns: `dataset`, or `(dataset, DatasetInfo)` when `with_info`.
+
+    Args:
+        dataset: the batched dataset.
+        with_info: whether the caller asked for the `DatasetInfo` too.
+        class_names: class name of each label.
+        num_examples: examples before batching, or `None` when unknown.
+        batch_size: examples per batch.
+        training: whether the last partial batch is dropped.
+
+    Returns:
+        `dataset` or `(dataset, info)`.
+    """
+    if not with_info:
+        return dataset
+    info = DatasetInfo(
+        num_classes=len(class_names),
+        class_names=class_names,
+        num_examples=num_examples,
+        num_batches=num_batches(num_examples, batch_size, training),
+    )
+    return dataset, info

@@ -32,6 +32,103 @@ def _check_split(builder: tfds.core.DatasetBuilder, split: str) -> None:
         )
 
 
+def _classification_keys(builder: tfds.core.DatasetBuilder) -> tuple[str, str]:
+    """Returns the image and label feature names, refusing other datasets.
+
+    Args:
+        builder: a tfds builder whose supervised keys (default `image`,
+            `label`) must be an `Image` and a `ClassLabel` feature.
+
+    Returns:
+        `(image_key, label_key)`.
+    """
+    image_key, label_key = builder.info.supervised_keys or ("image", "label")
+    features = builder.info.features
+    if not isinstance(features[image_key], tfds.features.Image) or not isinstance(
+        features[label_key], tfds.features.ClassLabel
+    ):
+        raise ValueError(
+            f"Dataset {builder.name!r} is not an image classification dataset: "
+            f"expected an Image feature {image_key!r} and a ClassLabel feature "
+            f"{label_key!r}, got {features}."
+        )
+    return image_key, label_key
+
+
+def _read_encoded_examples(
+    builder: tfds.core.DatasetBuilder,
+    split: str,
+    image_key: str,
+    *,
+    training: bool,
+    seed: int | None,
+    sample_seed: int | None,
+    shuffle_buffer_size: int | None,
+) -> tf.data.Dataset:
+    """Reads `(encoded image, label)` pairs of `split`, images left undecoded.
+
+    Args:
+        builder: the prepared tfds builder.
+        split: the tfds split of this shard.
+        image_key: the image feature, read with `tfds.decode.SkipDecoding`.
+        training: shuffle the files with `seed`.
+        seed: seed of the file shuffle when training.
+        sample_seed: fixed order for evaluation (files and examples).
+        shuffle_buffer_size: buffer of the evaluation sample order.
+
+    Returns:
+        The dataset of `(bytes, label)`.
+    """
+    sampled = sample_seed is not None and not training
+    read_config = tfds.ReadConfig(
+        shuffle_seed=sample_seed if sampled else seed,
+        shuffle_reshuffle_each_iteration=not sampled,
+    )
+    sources = builder.as_dataset(
+        split=split,
+        shuffle_files=training or sampled,
+        decoders={image_key: tfds.decode.SkipDecoding()},
+        read_config=read_config,
+        as_supervised=True,
+    )
+    if sampled:
+        # The same order on every pass: a fixed sample for a partial evaluation.
+        sources = sources.shuffle(
+            shuffle_buffer_size or DEFAULT_SHUFFLE_BUFFER,
+            seed=sample_seed,
+            reshuffle_each_iteration=False,
+        )
+    return sources
+
+
+def _shard_split(
+    builder: tfds.core.DatasetBuilder,
+    split: str,
+    *,
+    shard_index: int,
+    shard_count: int,
+    training: bool,
+) -> tuple[str, int | None]:
+    """This shard's part of `split` and its example count.
+
+    Args:
+        builder: the prepared tfds builder.
+        split: the tfds split, slicing included.
+        shard_index, shard_count: this shard.
+        training: cut equal shards (every process runs the same number of
+            steps); else every example is read exactly once over all shards.
+
+    Returns:
+        `(split, num_examples)`, `num_examples` `None` when unknown.
+    """
+    if shard_count > 1:
+        split = tfds.even_splits(split, n=shard_count, drop_remainder=training)[shard_index]
+    # Known once the dataset is prepared; unknown for split-less metadata
+    # (e.g. under tfds.testing.mock_data).
+    num_examples = builder.info.splits[split].num_examples if builder.info.splits else None
+    return split, num_examples
+
+
 def _load_from_builder(
     builder: tfds.core.DatasetBuilder,
     split: str,
@@ -57,42 +154,19 @@ def _load_from_builder(
     _check_split(builder, split)
     if training is None:
         training = pipeline.is_training_split(split)
-    image_key, label_key = builder.info.supervised_keys or ("image", "label")
-    features = builder.info.features
-    if not isinstance(features[image_key], tfds.features.Image) or not isinstance(
-        features[label_key], tfds.features.ClassLabel
-    ):
-        raise ValueError(
-            f"Dataset {builder.name!r} is not an image classification dataset: "
-            f"expected an Image feature {image_key!r} and a ClassLabel feature "
-            f"{label_key!r}, got {features}."
-        )
-    if shard_count > 1:
-        # Equal shards for training (every process runs the same number of
-        # steps); every example exactly once over all shards for evaluation.
-        split = tfds.even_splits(split, n=shard_count, drop_remainder=training)[shard_index]
-    # Known once the dataset is prepared; unknown for split-less metadata
-    # (e.g. under tfds.testing.mock_data).
-    num_examples = builder.info.splits[split].num_examples if builder.info.splits else None
-    sampled = sample_seed is not None and not training
-    read_config = tfds.ReadConfig(
-        shuffle_seed=sample_seed if sampled else seed,
-        shuffle_reshuffle_each_iteration=not sampled,
+    image_key, label_key = _classification_keys(builder)
+    split, num_examples = _shard_split(
+        builder, split, shard_index=shard_index, shard_count=shard_count, training=training
     )
-    sources = builder.as_dataset(
-        split=split,
-        shuffle_files=training or sampled,
-        decoders={image_key: tfds.decode.SkipDecoding()},
-        read_config=read_config,
-        as_supervised=True,
+    sources = _read_encoded_examples(
+        builder,
+        split,
+        image_key,
+        training=training,
+        seed=seed,
+        sample_seed=sample_seed,
+        shuffle_buffer_size=shuffle_buffer_size,
     )
-    if sampled:
-        # The same order on every pass: a fixed sample for a partial evaluation.
-        sources = sources.shuffle(
-            shuffle_buffer_size or DEFAULT_SHUFFLE_BUFFER,
-            seed=sample_seed,
-            reshuffle_each_iteration=False,
-        )
     dataset = pipeline.build_dataset(
         sources,
         from_files=False,
@@ -105,16 +179,14 @@ def _load_from_builder(
         or max(1, min(num_examples or DEFAULT_SHUFFLE_BUFFER, DEFAULT_SHUFFLE_BUFFER)),
         min_crop_area=min_crop_area,
     )
-    if not with_info:
-        return dataset
-    label_feature = features[label_key]
-    info = pipeline.DatasetInfo(
-        num_classes=label_feature.num_classes,
-        class_names=list(label_feature.names),
+    return pipeline.with_dataset_info(
+        dataset,
+        with_info,
+        class_names=list(builder.info.features[label_key].names),
         num_examples=num_examples,
-        num_batches=pipeline.num_batches(num_examples, batch_size, training),
+        batch_size=batch_size,
+        training=training,
     )
-    return dataset, info
 
 
 def load_tfds(

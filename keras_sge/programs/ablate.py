@@ -36,6 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_data_arguments(parser)
+    _add_model_flags(parser)
+    _add_sweep_flags(parser)
+    _add_recipe_flags(parser)
+    _add_run_flags(parser)
+    return parser
+
+
+def _add_model_flags(parser: argparse.ArgumentParser) -> None:
+    """The SGE model and the group counts to sweep."""
     model = add_model_arguments(
         parser,
         saved_models=False,
@@ -50,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=list(ablation.PAPER_GROUPS),
         help="group counts to sweep (none: no sweep)",
     )
+
+
+def _add_sweep_flags(parser: argparse.ArgumentParser) -> None:
+    """Which of the other ablation runs to leave out."""
     parser.add_argument(
         "--no-init", action="store_true", help="leave out the gamma=1/beta=0 initialisation run"
     )
@@ -57,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-norm", action="store_true", help="leave out the run without normalisation"
     )
     parser.add_argument("--no-baseline", action="store_true", help="leave out the run without SGE")
+
+
+def _add_recipe_flags(parser: argparse.ArgumentParser) -> None:
+    """The training recipe of every run (unset: the recipe's default)."""
     parser.add_argument(
         "--recipe",
         default=None,
@@ -87,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="linear warmup (must be below --epochs)",
     )
+
+
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """Compilation, seed, output folder and verbosity."""
     parser.add_argument(
         "--jit",
         action=argparse.BooleanOptionalAction,
@@ -100,7 +121,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="train every setting again instead of reusing finished runs",
     )
     parser.add_argument("--verbose", default=2, type=integer(0, 2), help="model.fit verbosity")
-    return parser
 
 
 def parse_args(argv=None) -> argparse.Namespace:

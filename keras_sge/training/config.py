@@ -228,6 +228,19 @@ class TrainConfig:
         return config
 
     def _validate(self) -> None:
+        """Raises a `ValueError` naming the first field out of its allowed values."""
+        self._validate_choices()
+        self._validate_numbers()
+        self._validate_optimizer_ranges()
+        self._validate_fine_tuning()
+        if self.warmup_epochs < 0 or self.warmup_epochs >= self.epochs:
+            raise ValueError(
+                f"`warmup_epochs` must be in [0, epochs={self.epochs}). "
+                f"Received: {self.warmup_epochs}"
+            )
+
+    def _validate_choices(self) -> None:
+        """Refuses an unknown model, mixed precision policy or schedule."""
         if self.model not in MODELS:
             raise ValueError(f"Unknown model {self.model!r}; expected one of {list(MODELS)}.")
         if self.sge_options is not None and not MODELS[self.model].attention:
@@ -239,6 +252,9 @@ class TrainConfig:
             )
         if self.schedule not in SCHEDULES:
             raise ValueError(f"Unknown schedule {self.schedule!r}; expected one of {SCHEDULES}.")
+
+    def _validate_numbers(self) -> None:
+        """Refuses counts that are not positive integers, rates that are not finite."""
         positive = {
             "epochs": self.epochs,
             "batch_size": self.batch_size,
@@ -266,6 +282,9 @@ class TrainConfig:
                 or not math.isfinite(value)
             ):
                 raise ValueError(f"`{key}` must be a finite number. Received: {value!r}")
+
+    def _validate_optimizer_ranges(self) -> None:
+        """Refuses a learning rate, weight decay or label smoothing out of range."""
         if self.lr <= 0:
             raise ValueError(f"`lr` must be > 0. Received: {self.lr}")
         if self.weight_decay < 0:
@@ -274,6 +293,9 @@ class TrainConfig:
             raise ValueError(
                 f"`label_smoothing` must be in [0, 1). Received: {self.label_smoothing}"
             )
+
+    def _validate_fine_tuning(self) -> None:
+        """Refuses backbone freezing or learning-rate options that cannot apply."""
         if self.weights is None and (
             self.freeze_backbone_epochs or self.backbone_lr_multiplier != 1.0
         ):
@@ -291,11 +313,6 @@ class TrainConfig:
         if not self.backbone_lr_multiplier >= 0:
             raise ValueError(
                 f"`backbone_lr_multiplier` must be >= 0. Received: {self.backbone_lr_multiplier}"
-            )
-        if self.warmup_epochs < 0 or self.warmup_epochs >= self.epochs:
-            raise ValueError(
-                f"`warmup_epochs` must be in [0, epochs={self.epochs}). "
-                f"Received: {self.warmup_epochs}"
             )
 
     @property

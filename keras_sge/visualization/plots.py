@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 import keras
 import matplotlib
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from keras_sge.constants import IMAGENET_MEAN, IMAGENET_STD
@@ -195,6 +196,30 @@ def plot_activation_statistics(
         edges = bins
     figure = Figure(figsize=(11, 4))
     left, right = figure.subplots(1, 2)
+    _plot_group_histograms(left, right, statistics, edges, bins)
+    _label_statistics_axes(
+        left, right, next(iter(statistics.values())), log_scale=bool(positive.size)
+    )
+    figure.tight_layout()
+    _save(figure, path)
+    return path
+
+
+def _plot_group_histograms(
+    left: Axes,
+    right: Axes,
+    statistics: Mapping[str, ActivationStatistics],
+    edges: np.ndarray | int,
+    bins: int,
+) -> None:
+    """Draws each model's variance (left) and contrast gain (right) histograms.
+
+    Args:
+        left, right: the two matplotlib axes.
+        statistics: label -> statistics; an empty label adds no prefix.
+        edges: the variance bins (edges, or a count).
+        bins: number of contrast gain bins.
+    """
     colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for index, (label, stats) in enumerate(statistics.items()):
         prefix = f"{label}: " if label else ""
@@ -221,22 +246,30 @@ def plot_activation_statistics(
             color=after_colour,
             label=f"{prefix}median {np.median(stats.contrast_gain):.4f}",
         )
-    if positive.size:
+
+
+def _label_statistics_axes(
+    left: Axes, right: Axes, first: ActivationStatistics, log_scale: bool
+) -> None:
+    """Titles, axis labels, the uniform-gate line and the legends.
+
+    Args:
+        left, right: the two matplotlib axes.
+        first: the statistics whose layers and image count the titles name.
+        log_scale: draw the variance axis on a log scale.
+    """
+    if log_scale:
         left.set_xscale("log")
     left.set_xlabel("per-group activation variance")
     left.set_ylabel("number of groups")
     right.axvline(1.0, color="black", linestyle="--", linewidth=1, label="uniform gate")
     right.set_xlabel("contrast gain  var(x a) / (mean(a)^2 var(x))")
     right.set_ylabel("number of groups")
-    first = next(iter(statistics.values()))
     layers = ", ".join(first.layer_names)
     left.set_title(f"Variance per group ({layers})", fontsize=9)
     right.set_title(f"Gain over a uniform gate ({first.num_images} images)", fontsize=9)
     left.legend(fontsize=8)
     right.legend(fontsize=8)
-    figure.tight_layout()
-    _save(figure, path)
-    return path
 
 
 def _save(figure: Figure, path: str) -> None:

@@ -155,17 +155,8 @@ def time_function(
     >>> timing.median > 0
     True
     """
-    if repeats < 1:
-        raise ValueError(f"`repeats` must be at least 1. Received: {repeats}")
-    for _ in range(max(warmup, 0)):
-        synchronize(fn(*args))
-    seconds = []
-    started = time.perf_counter()
-    while len(seconds) < repeats or time.perf_counter() - started < min_seconds:
-        begin = time.perf_counter()
-        synchronize(fn(*args))
-        seconds.append(time.perf_counter() - begin)
-    return Timing(seconds)
+    timed = dict(warmup=warmup, repeats=repeats, min_seconds=min_seconds)
+    return time_alternating({"fn": (fn, args)}, **timed)["fn"]
 
 
 def time_alternating(

@@ -65,15 +65,8 @@ def spatial_group_enhance_channels_last(
 ):
     """The op on the (N, H*W, G, C/G) view with a hand-derived backward pass."""
     if torch.compiler.is_compiling():
-        return sge.definition(
-            x,
-            gamma,
-            beta,
-            groups=groups,
-            epsilon=epsilon,
-            data_format=data_format,
-            normalize=normalize,
-        )
+        arguments = dict(groups=groups, epsilon=epsilon, normalize=normalize)
+        return sge.definition(x, gamma, beta, data_format=data_format, **arguments)
     gamma, beta = (ops.cast(ops.convert_to_tensor(w), "float32") for w in (gamma, beta))
     return sge.on_groups(
         x,

@@ -70,6 +70,10 @@ def parse_args(argv=None):
     )
     p.add_argument("--devices", type=integer(1), help="data-parallel devices")
     p.add_argument("--seed", type=integer(0), default=0)
+    p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2, help="fit's verbosity")
+    p.add_argument(
+        "--overwrite", action="store_true", help="remove an earlier run in --output-dir first"
+    )
     args = p.parse_args(argv)
     depth, attention = _MODELS[args.model]
     fields = {k: v for k, v in vars(args).items() if k != "model"}
@@ -81,15 +85,14 @@ def main(argv=None) -> int:
     config = parse_args(argv)
     from keras_sge.detection.evaluation import format_metrics
     from keras_sge.detection.training import train_detector
-    from keras_sge.training import RunInProgressError
+    from keras_sge.programs.train import RUN_ERRORS, report_run_error
 
     try:
         metrics = train_detector(config)
-    except RunInProgressError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except RUN_ERRORS as error:
+        return report_run_error(error)
     print(f"\nheld-out COCO AP: {format_metrics(metrics)}")
-    print(f"training: {metrics['train_seconds']:.0f} s; outputs in {config.output_dir}")
+    print(f"training: {metrics['fit_wall_time_s']:.0f} s; outputs in {config.output_dir}")
     return 0
 
 

@@ -44,21 +44,27 @@ def _train(tmp_path, *extra):
 
 
 def test_killed_resumed_finished_then_evaluate_and_draw_on_the_demo(tmp_path, capsys, monkeypatch):
-    log_epoch, begun = AtomicCSVLogger.on_epoch_end, []
+    import keras
+
+    back_up, begun = keras.callbacks.BackupAndRestore.on_epoch_end, []
 
     def killed_after_the_first_epoch(self, epoch, logs=None):
-        log_epoch(self, epoch, logs)  # the backup and the csv row are written: then the kill
+        back_up(self, epoch, logs)  # the epoch's last write: then the kill
         raise Killed()
 
-    monkeypatch.setattr(AtomicCSVLogger, "on_epoch_end", killed_after_the_first_epoch)
+    monkeypatch.setattr(
+        keras.callbacks.BackupAndRestore, "on_epoch_end", killed_after_the_first_epoch
+    )
     with pytest.raises(Killed):
         _train(tmp_path)
     out = str(tmp_path / "run")
     first_row = read_metrics(os.path.join(out, "metrics.csv"))
     assert [row["epoch"] for row in first_row] == [0]
     assert not os.path.exists(os.path.join(out, "model.keras"))
+    with pytest.raises(ValueError, match=r"another configuration \(seed: 1 \(saved: 0\)\)"):
+        _train(tmp_path, "--seed", "1")
 
-    monkeypatch.setattr(AtomicCSVLogger, "on_epoch_end", log_epoch)
+    monkeypatch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end", back_up)
     begin_epoch = AtomicCSVLogger.on_epoch_begin
 
     def recorded(self, epoch, logs=None):
@@ -71,12 +77,12 @@ def test_killed_resumed_finished_then_evaluate_and_draw_on_the_demo(tmp_path, ca
     assert begun == [1]  # resumed: epoch 0 is not trained again
     rows = read_metrics(os.path.join(out, "metrics.csv"))
     assert [row["epoch"] for row in rows] == [0, 1] and rows[0] == first_row[0]
-    for name in ("model.keras", "metrics.csv", "results.json"):
+    for name in ("model.keras", "metrics.csv", "results.json", "config.json", "curves.png"):
         assert os.path.exists(os.path.join(out, name)), name
-    assert not os.path.exists(os.path.join(out, "lock"))
-    assert not os.path.exists(os.path.join(out, "backup"))
+    for name in ("run.lock", "backup", "trained.json"):
+        assert not os.path.exists(os.path.join(out, name)), name
     with open(os.path.join(out, "results.json")) as f:
-        assert {"AP", "AP50", "AP75", "APs", "APm", "APl", "train_seconds"} <= set(json.load(f))
+        assert {"AP", "AP50", "AP75", "APs", "APm", "APl", "fit_wall_time_s"} <= set(json.load(f))
     assert "held-out COCO AP" in capsys.readouterr().out
 
     files = sorted(os.listdir(out))
@@ -127,6 +133,46 @@ def test_killed_resumed_finished_then_evaluate_and_draw_on_the_demo(tmp_path, ca
         == 0
     )
     assert os.path.exists(tmp_path / "png" / "val_00000.png")
+
+
+def test_a_finish_killed_while_evaluating_is_completed_without_training(
+    tmp_path, capsys, monkeypatch
+):
+    from keras_sge.detection import training
+
+    evaluate, begun = training.evaluate_detector, []
+
+    def killed(*args, **kwargs):
+        raise Killed()
+
+    monkeypatch.setattr(training, "evaluate_detector", killed)
+    with pytest.raises(Killed):
+        _train(tmp_path, "--epochs", "1")
+    out = str(tmp_path / "run")
+    assert os.path.exists(os.path.join(out, "trained.json"))
+    assert os.path.exists(os.path.join(out, "model.keras"))
+    assert not os.path.exists(os.path.join(out, "results.json"))
+
+    monkeypatch.setattr(training, "evaluate_detector", evaluate)
+    monkeypatch.setattr(
+        AtomicCSVLogger, "on_epoch_begin", lambda self, epoch, logs=None: begun.append(epoch)
+    )
+    assert _train(tmp_path, "--epochs", "1")[0] == 0
+    assert "completing its outputs" in capsys.readouterr().out
+    assert begun == []  # nothing trained again
+    assert not os.path.exists(os.path.join(out, "trained.json"))
+    with open(os.path.join(out, "results.json")) as f:
+        assert json.load(f)["finished"] is True
+
+
+def test_another_run_in_the_folder_is_refused_with_exit_code_2(tmp_path, capsys):
+    from keras_sge.training.files import run_lock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with run_lock(str(out / "run.lock")):
+        assert _train(tmp_path)[0] == 2
+    assert "run.lock" in capsys.readouterr().err
 
 
 @pytest.mark.long

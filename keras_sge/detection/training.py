@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
+from typing import Any
 
 import keras
 
@@ -14,6 +14,16 @@ from keras_sge.detection.demo import DEMO_ANCHOR_SIZE, DEMO_HEAD_CONVS, prepare_
 from keras_sge.detection.evaluation import evaluate_detector
 from keras_sge.detection.pipeline import load_coco_dataset
 from keras_sge.detection.retinanet import build_retinanet, compile_retinanet
+from keras_sge.training.distribution import Cluster
+from keras_sge.training.files import run_lock, write_json_atomically
+from keras_sge.training.run import (
+    OutputPaths,
+    complete_ended_run,
+    ended,
+    epoch_callbacks,
+    finish_run,
+    prepare_output_dir,
+)
 
 
 @dataclasses.dataclass
@@ -21,8 +31,10 @@ class DetectorConfig:
     """What `train_detector` trains.
 
     Attributes:
-        output_dir: run folder (`model.keras`, `metrics.csv`, `results.json`,
-            `backup/` for resuming, `lock`).
+        output_dir: run folder (the training room's layout: `config.json`,
+            `metrics.csv`, `curves.png`, `checkpoints/last.keras`, `backup/`
+            for resuming, `run.lock`; at the end `model.keras` and
+            `results.json`).
         dataset: `"demo"` or a COCO folder (`annotations/instances_<split>.json`
             beside the `<split>/` image folders).
         train_split, val_split: split names of a COCO folder.
@@ -46,6 +58,8 @@ class DetectorConfig:
         demo_images: training and held-out images of the demo set.
         devices: data-parallel devices (`None`: every accelerator, or one CPU).
         seed: initialisation and shuffling seed.
+        verbose: `model.fit`'s verbosity.
+        overwrite: remove an earlier run's outputs in `output_dir` first.
     """
 
     output_dir: str
@@ -68,19 +82,30 @@ class DetectorConfig:
     demo_images: tuple[int, int] = (600, 200)
     devices: int | None = None
     seed: int = 0
+    verbose: int = 2
+    overwrite: bool = False
+
+    def differences(self, saved: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+        """Settings (other than output_dir/verbose/overwrite) that differ from a
+        saved `config.json`'s, as `{field: (mine, saved)}`."""
+        mine = json.loads(json.dumps(dataclasses.asdict(self)))  # tuples as saved: lists
+        return {
+            key: (mine[key], saved.get(key))
+            for key in mine
+            if key not in ("output_dir", "verbose", "overwrite") and mine[key] != saved.get(key)
+        }
 
 
-def _datasets(config: DetectorConfig) -> tuple[CocoSet, CocoSet]:
+def _coco_split(config: DetectorConfig, training: bool) -> CocoSet:
+    """The training or held-out split of the run's dataset."""
     if config.dataset == "demo":
         num_train, num_validation = config.demo_images
         folder = prepare_detection_demo(
             config.data_dir, num_train=num_train, num_validation=num_validation
         )
-        return (read_coco(*find_coco_split(folder, s)) for s in ("train", "val"))
-    return (
-        read_coco(*find_coco_split(config.dataset, s))
-        for s in (config.train_split, config.val_split)
-    )
+        return read_coco(*find_coco_split(folder, "train" if training else "val"))
+    split = config.train_split if training else config.val_split
+    return read_coco(*find_coco_split(config.dataset, split))
 
 
 def _demo_backbone(config: DetectorConfig) -> str:
@@ -148,34 +173,16 @@ def _optimizer(config: DetectorConfig, total_steps: int) -> keras.optimizers.Opt
     raise ValueError(f"`optimizer` must be 'sgd' or 'adam'. Received: {config.optimizer!r}")
 
 
-class _SaveWhenTrained(keras.callbacks.Callback):
-    """Writes `trained.json` (training seconds) and `model.keras` when fit has
-    trained the last epoch, before `BackupAndRestore` removes the backup, so
-    a kill at any point leaves either the backup or the trained model."""
-
-    def __init__(self, output_dir: str):
-        super().__init__()
-        self.output_dir = output_dir
-        self.started = time.time()
-
-    def on_train_end(self, logs=None):
-        from keras_sge.training.files import save_model_atomically, write_json_atomically
-
-        seconds = round(time.time() - self.started, 1)
-        write_json_atomically(_path(self.output_dir, "trained"), {"train_seconds": seconds})
-        save_model_atomically(self.model, _path(self.output_dir, "model"))
-
-
-def _path(output_dir: str, name: str) -> str:
-    return os.path.join(output_dir, {"trained": "trained.json", "model": "model.keras"}[name])
-
-
-def _fit(config: DetectorConfig, train_set: CocoSet, weights: str | None) -> keras.Model:
-    from keras_sge.training import data_parallel
-    from keras_sge.training.files import AtomicCSVLogger
-
+def _fit(
+    config: DetectorConfig, paths: OutputPaths, cluster: Cluster, train_set: CocoSet
+) -> keras.Model:
+    """Builds (or restores) the detector and fits it, resuming from `backup/`."""
+    resume_epoch = prepare_output_dir(
+        paths, cluster, overwrite=config.overwrite, differences=config.differences
+    )
+    weights = _backbone_start(config)
     keras.utils.set_random_seed(config.seed)
-    with data_parallel(config.devices) as replicas:
+    with cluster.data_parallel(config.devices) as replicas:
         del replicas
         detector = _detector(config, len(train_set.class_names), weights)
         steps = len(train_set) // config.batch_size
@@ -188,6 +195,8 @@ def _fit(config: DetectorConfig, train_set: CocoSet, weights: str | None) -> ker
             epochs=config.epochs,
             optimizer=_optimizer(config, steps * config.epochs),
         )
+        derived = {"class_names": list(train_set.class_names), "steps_per_epoch": steps}
+        write_json_atomically(paths.config, {**dataclasses.asdict(config), "derived": derived})
         train = load_coco_dataset(
             train_set,
             training=True,
@@ -198,57 +207,62 @@ def _fit(config: DetectorConfig, train_set: CocoSet, weights: str | None) -> ker
         detector.fit(
             train,
             epochs=config.epochs,
-            verbose=2,
-            callbacks=[
-                _SaveWhenTrained(config.output_dir),
-                keras.callbacks.BackupAndRestore(os.path.join(config.output_dir, "backup")),
-                AtomicCSVLogger(os.path.join(config.output_dir, "metrics.csv")),
-            ],
+            verbose=config.verbose,
+            callbacks=epoch_callbacks(
+                paths, cluster, epochs=config.epochs, resume_epoch=resume_epoch
+            ),
         )
     return detector
+
+
+def _finish(config: DetectorConfig, paths: OutputPaths, detector: keras.Model | None) -> None:
+    """`finish_run` with the held-out COCO AP of the last epoch's detector."""
+
+    def results(trained: dict[str, Any]) -> dict[str, Any]:
+        model = detector or keras.saving.load_model(paths.model, compile=False)
+        val_set = _coco_split(config, training=False)
+        val = load_coco_dataset(
+            val_set, training=False, batch_size=config.batch_size, image_size=config.image_size
+        )
+        metrics = evaluate_detector(model, val_set, val, config.image_size)
+        return {"finished": True, **metrics, "fit_wall_time_s": trained["fit_wall_time_s"]}
+
+    finish_run(paths, results)
 
 
 def train_detector(config: DetectorConfig) -> dict:
     """Trains and evaluates a RetinaNet; resumable by calling it again.
 
-    A call after a kill resumes from the last finished epoch (`backup/`;
-    `metrics.csv` keeps its rows); after the last epoch it only evaluates
-    `model.keras`; on a finished run (`results.json`) it says so and returns
-    the stored metrics without training or writing anything.
+    The run folder, its resume and its finish are the training room's
+    (`keras_sge.training.run`): a call after a kill resumes from the last
+    finished epoch (`backup/`; `metrics.csv` keeps its rows), completes a
+    finish a kill interrupted, and on a finished run (`results.json`) says
+    so and returns the stored metrics without training or writing anything.
 
     Args:
         config: the `DetectorConfig`.
 
     Returns:
         The held-out COCO metrics (also in `<output_dir>/results.json`), with
-        `train_seconds`.
+        `fit_wall_time_s`.
+
+    Raises:
+        RunInProgressError: another process is training in `output_dir`.
+        NonFiniteLossError: the training loss became NaN or infinite.
+        InsufficientSpaceError: the disk cannot hold the next epoch's files.
 
     Example:
 
     >>> metrics = train_detector(DetectorConfig(output_dir="runs/demo_detector"))
     >>> metrics["AP50"]
     """
-    from keras_sge.training.files import run_lock, write_json_atomically
-
-    results = os.path.join(config.output_dir, "results.json")
-    os.makedirs(config.output_dir, exist_ok=True)
-    with run_lock(os.path.join(config.output_dir, "lock")):
-        if os.path.exists(results):
-            print(f"{config.output_dir} already holds a finished run ({results}); nothing to do.")
-            with open(results) as f:
-                return json.load(f)
-        train_set, val_set = _datasets(config)
-        if os.path.exists(_path(config.output_dir, "model")):
-            print(f"{config.output_dir}: the run trained its last epoch; evaluating model.keras.")
-            detector = keras.saving.load_model(_path(config.output_dir, "model"), compile=False)
+    cluster = Cluster()
+    paths = OutputPaths(config.output_dir)
+    os.makedirs(paths.root, exist_ok=True)
+    with run_lock(paths.lock):
+        if config.overwrite or not ended(paths):
+            _finish(config, paths, _fit(config, paths, cluster, _coco_split(config, training=True)))
         else:
-            detector = _fit(config, train_set, _backbone_start(config))
-        with open(_path(config.output_dir, "trained")) as f:
-            seconds = json.load(f)["train_seconds"]
-        val = load_coco_dataset(
-            val_set, training=False, batch_size=config.batch_size, image_size=config.image_size
-        )
-        metrics = evaluate_detector(detector, val_set, val, config.image_size)
-        metrics = {**metrics, "train_seconds": seconds}
-        write_json_atomically(results, metrics)
-    return metrics
+            complete_ended_run(paths, lambda: _finish(config, paths, None))
+    with open(paths.results) as f:
+        return json.load(f)

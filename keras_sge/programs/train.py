@@ -185,22 +185,30 @@ def parse_args(argv=None) -> TrainConfig:
     return TrainConfig(**args)
 
 
+# A run's expected failures: the program prints the message, not a traceback.
+RUN_ERRORS = (NonFiniteLossError, RunInProgressError, InsufficientSpaceError, WorkersNotJoinedError)
+
+
+def report_run_error(error: Exception) -> int:
+    """Prints one of `RUN_ERRORS` to stderr as the programs do; returns the exit code.
+
+    Returns:
+        2 for a run already in progress in the output directory, else 1.
+    """
+    if isinstance(error, NonFiniteLossError):
+        print(f"\n{error}", file=sys.stderr)
+        return 1
+    message = error.strerror if isinstance(error, InsufficientSpaceError) else error
+    print(f"error: {message}", file=sys.stderr)
+    return 2 if isinstance(error, RunInProgressError) else 1
+
+
 def main(argv=None) -> int:
     config = parse_args(argv)
     try:
         result = train(config)
-    except NonFiniteLossError as error:
-        print(f"\n{error}", file=sys.stderr)
-        return 1
-    except RunInProgressError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except InsufficientSpaceError as error:
-        print(f"error: {error.strerror}", file=sys.stderr)
-        return 1
-    except WorkersNotJoinedError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except RUN_ERRORS as error:
+        return report_run_error(error)
     if not is_chief():
         print(f"\nworker {worker_index()} finished; the chief (worker 0) wrote the outputs")
         return 0

@@ -190,12 +190,16 @@ def keep_epochs_before(csv_path: str, epoch: int) -> None:
         write_text_atomically(csv_path, "".join([header] + kept))
 
 
+# Panel titles of the classification metrics; any other metric is titled by its name.
+_TITLES = {"loss": "loss", "top1": "top-1 accuracy", "top5": "top-5 accuracy"}
+
+
 def plot_training_curves(csv_path: str, png_path: str) -> None:
-    """Plots loss, top-1 and top-5 accuracy for train and validation per epoch.
+    """Plots each metric of the CSV per epoch, train and validation in one panel.
 
     Args:
-        csv_path: a `keras.callbacks.CSVLogger` file with `loss`, `top1`,
-            `top5` and their `val_` counterparts.
+        csv_path: a `keras.callbacks.CSVLogger` file (e.g. `loss`, `top1`,
+            `top5` and their `val_` counterparts; `learning_rate` is left out).
         png_path: where to write the PNG.
     """
     import matplotlib
@@ -207,13 +211,16 @@ def plot_training_curves(csv_path: str, png_path: str) -> None:
     if not rows:
         return
     epochs = [row["epoch"] + 1 for row in rows]
-    panels = (("loss", "loss"), ("top1", "top-1 accuracy"), ("top5", "top-5 accuracy"))
-    figure, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for axis, (key, title) in zip(axes, panels):
+    logged = [
+        k for k in rows[0] if k not in ("epoch", "learning_rate") and not k.startswith("val_")
+    ]
+    names = [k for k in _TITLES if k in logged] + [k for k in logged if k not in _TITLES]
+    figure, axes = plt.subplots(1, len(names), figsize=(14 * len(names) / 3, 4), squeeze=False)
+    for axis, key in zip(axes[0], names):
         for prefix, label in (("", "train"), ("val_", "validation")):
             values = [row.get(prefix + key, float("nan")) for row in rows]
             axis.plot(epochs, values, marker="o", label=label)
-        axis.set_title(title)
+        axis.set_title(_TITLES.get(key, key.replace("_", " ")))
         axis.set_xlabel("epoch")
         axis.grid(alpha=0.3)
         axis.legend()

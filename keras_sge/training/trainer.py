@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import functools
 import json
@@ -21,62 +20,21 @@ from keras_sge.losses import SparseCategoricalCrossentropyWithSmoothing
 from keras_sge.optimizers import SGDWithL2
 from keras_sge.optimizers.schedules import make_schedule
 from keras_sge.training import finetune
-from keras_sge.training.callbacks import (
-    LearningRateLogger,
-    RecordTrained,
-    RequireFreeSpace,
-    StopOnNonFiniteLoss,
-    TrainingCurves,
-    keep_epochs_before,
-    plot_training_curves,
-    read_metrics,
-)
+from keras_sge.training.callbacks import read_metrics
 from keras_sge.training.config import TrainConfig
 from keras_sge.training.distribution import Cluster, has_accelerator, initialize_multi_worker
-from keras_sge.training.files import (
-    AtomicCSVLogger,
-    AtomicModelCheckpoint,
-    check_backup,
-    copy_atomically,
-    remove_partial_files,
-    require_free_space,
-    run_lock,
-    write_json_atomically,
+from keras_sge.training.files import AtomicModelCheckpoint, run_lock, write_json_atomically
+from keras_sge.training.run import (
+    OutputPaths,
+    complete_ended_run,
+    ended,
+    ended_whole,
+    epoch_callbacks,
+    finish_run,
+    prepare_output_dir,
 )
 
 ModelFn = Callable[[tuple, int], keras.Model]
-
-
-class OutputPaths:
-    """Where `train` writes, under `root` (`for_worker`: where one worker of a cluster writes)."""
-
-    def __init__(self, root: str):
-        self.root = root
-        self.config = os.path.join(root, "config.json")
-        self.results = os.path.join(root, "results.json")
-        self.metrics = os.path.join(root, "metrics.csv")
-        self.curves = os.path.join(root, "curves.png")
-        self.model = os.path.join(root, "model.keras")
-        self.checkpoints = os.path.join(root, "checkpoints")
-        self.best = os.path.join(self.checkpoints, "best.keras")
-        self.last = os.path.join(self.checkpoints, "last.keras")
-        self.backup = os.path.join(root, "backup")
-        self.tensorboard = os.path.join(root, "tensorboard")
-        self.lock = os.path.join(root, "run.lock")
-        # Written when `fit` has trained its last epoch, before `backup/` is
-        # removed; removed once `results.json` is written.
-        self.trained = os.path.join(root, "trained.json")
-
-    def for_worker(self, cluster: Cluster) -> OutputPaths:
-        """Where this worker of `cluster` writes: the chief writes the shared outputs;
-        another worker keeps its own backup and saves its (identical) checkpoints
-        and model where `cluster.scratch_path` says."""
-        paths = copy.copy(self)
-        paths.backup = cluster.backup_path(self.backup)
-        paths.best, paths.last, paths.model = (
-            cluster.scratch_path(path, self.root) for path in (self.best, self.last, self.model)
-        )
-        return paths
 
 
 @dataclasses.dataclass
@@ -260,54 +218,6 @@ def _validation_batches(
     return val_ds, val_steps
 
 
-def _prepare_output_dir(config: TrainConfig, paths: OutputPaths, cluster: Cluster) -> int:
-    """Checks the output directory against the run; returns the epoch to resume from.
-
-    The chief's; another worker only reads, and owns nothing but its backup.
-    """
-    if not cluster.is_chief:
-        if config.overwrite:
-            shutil.rmtree(paths.backup, ignore_errors=True)
-        return check_backup(paths.backup)
-    if config.overwrite:
-        for name in ("config", "results", "metrics", "curves", "model", "trained"):
-            if os.path.exists(getattr(paths, name)):
-                os.remove(getattr(paths, name))
-        for name in ("checkpoints", "backup", "tensorboard"):
-            shutil.rmtree(getattr(paths, name), ignore_errors=True)
-    os.makedirs(paths.checkpoints, exist_ok=True)
-    # Left by a killed run; this process holds the lock, so nobody writes them.
-    for folder in (paths.root, paths.checkpoints):
-        remove_partial_files(folder)
-    resume_epoch = check_backup(paths.backup)
-    if resume_epoch and os.path.exists(paths.config):
-        with open(paths.config) as f:
-            saved = json.load(f)
-        saved.pop("derived", None)
-        differences = config.differences(TrainConfig(**saved))
-        if differences:
-            listed = ", ".join(
-                f"{k}: {new!r} (saved: {old!r})" for k, (new, old) in differences.items()
-            )
-            raise ValueError(
-                f"{paths.root} holds an unfinished run with another configuration "
-                f"({listed}). Rerun with the same settings to resume, or pass "
-                "overwrite=True (--overwrite) to start afresh."
-            )
-    keep_epochs_before(paths.metrics, resume_epoch)
-    return resume_epoch
-
-
-# Callbacks of the chief alone. Every worker saves the model (in Keras saving
-# is a cross-worker operation); the others save into a scratch folder.
-_CHIEF_CALLBACKS = (
-    RecordTrained,
-    keras.callbacks.CSVLogger,
-    keras.callbacks.TensorBoard,
-    TrainingCurves,
-)
-
-
 def _worker_result(config, paths, cluster, fitted, model, wall_time) -> TrainResult:
     """`TrainResult` of a worker other than the chief, from the epochs it ran."""
     history = [
@@ -391,14 +301,9 @@ def train(
     os.makedirs(paths.root, exist_ok=True)
     # Only the chief writes the shared outputs, so only it holds the lock.
     with run_lock(paths.lock) if cluster.is_chief else contextlib.nullcontext():
-        if not config.overwrite and _ended(paths):
+        if not config.overwrite and ended(paths):
             return _end_of_ended_run(config, paths, cluster, model_fn)
         return _train_in(config, paths, cluster, model_fn, callbacks)
-
-
-def _ended(paths: OutputPaths) -> bool:
-    """Whether the run in `paths.root` trained its last epoch (finished or not)."""
-    return os.path.exists(paths.results) or os.path.exists(paths.trained)
 
 
 def _end_of_ended_run(
@@ -407,53 +312,21 @@ def _end_of_ended_run(
     """`train` of a run that trained its last epoch: the chief finishes it if a
     kill interrupted its finish; returns its result without training again."""
     if cluster.is_chief:
-        _complete_ended_run(config, paths, model_fn)
+        complete_ended_run(paths, lambda: _finish(paths, config, model_fn))
     shared = OutputPaths(paths.root)
-    model = keras.saving.load_model(shared.model if _ended_whole(shared) else shared.last)
+    model = keras.saving.load_model(shared.model if ended_whole(shared) else shared.last)
     return _result_from_files(config, shared, model)
 
 
-def _complete_ended_run(config: TrainConfig, paths: OutputPaths, model_fn: ModelFn | None) -> None:
-    """Writes what a kill left unwritten of an ended run's outputs, or says it is whole."""
-    if not os.path.exists(paths.results):
-        print(f"{paths.root}: the run trained its last epoch; completing its outputs.")
-        for folder in (paths.root, paths.checkpoints):
-            remove_partial_files(folder)
-        _finish_run(paths, "custom" if model_fn is not None else config.model)
-        return
-    # Left by a kill between `results.json` and the state file's removal.
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(paths.trained)
-    print(
-        f"{paths.root} already holds a finished run ({paths.results}); nothing to do. "
-        "Pass overwrite=True (--overwrite) to train it again, or choose another "
-        "output directory (--output-dir)."
-    )
+def _finish(paths: OutputPaths, config: TrainConfig, model_fn: ModelFn | None) -> None:
+    """`finish_run` with the classification results: best and last validation epochs."""
+    model_name = "custom" if model_fn is not None else config.model
 
-
-def _ended_whole(paths: OutputPaths) -> bool:
-    return os.path.exists(paths.results) and os.path.exists(paths.model)
-
-
-def _finish_run(paths: OutputPaths, model_name: str) -> None:
-    """The steps after the last epoch, each idempotent: a kill at any point
-    and a rerun (which calls this again) give the same outputs.
-
-    `model.keras` is the model after the last epoch, which the per-epoch
-    checkpoint `checkpoints/last.keras` holds whole (with its optimizer).
-    """
-    with open(paths.trained) as f:
-        trained = json.load(f)
-    require_free_space(paths.root, os.path.getsize(paths.last), "model.keras")
-    copy_atomically(paths.last, paths.model)
-    shutil.rmtree(paths.backup, ignore_errors=True)
-    plot_training_curves(paths.metrics, paths.curves)
-    history = read_metrics(paths.metrics)
-    with open(paths.config) as f:
-        derived = json.load(f)["derived"]
-    write_json_atomically(
-        paths.results,
-        {
+    def results(trained: dict[str, Any]) -> dict[str, Any]:
+        history = read_metrics(paths.metrics)
+        with open(paths.config) as f:
+            derived = json.load(f)["derived"]
+        return {
             "finished": True,
             "model": model_name,
             "best": _best(history),
@@ -461,9 +334,9 @@ def _finish_run(paths: OutputPaths, model_name: str) -> None:
             "epochs": len(history),
             "fit_wall_time_s": trained["fit_wall_time_s"],
             "derived": derived,
-        },
-    )
-    os.remove(paths.trained)
+        }
+
+    finish_run(paths, results)
 
 
 def _best(history: list[dict[str, float]]) -> dict[str, float]:
@@ -493,7 +366,13 @@ def _train_in(
     build and compile the model, record the configuration and fit; then finish.
     """
     resume_epoch = cluster.agree(
-        lambda: _prepare_output_dir(config, paths, cluster), "the epoch to resume from"
+        lambda: prepare_output_dir(
+            paths,
+            cluster,
+            overwrite=config.overwrite,
+            differences=lambda saved: config.differences(TrainConfig(**saved)),
+        ),
+        "the epoch to resume from",
     )
     keras.utils.set_random_seed(config.seed)
     with (
@@ -533,7 +412,7 @@ def _train_in(
         # Defensive: `fit` returned without `RecordTrained` seeing the end;
         # `BackupAndRestore` removed the backup, so the run ends here.
         write_json_atomically(paths.trained, {"fit_wall_time_s": round(wall_time, 2)})
-    _finish_run(paths, "custom" if model_fn is not None else config.model)
+    _finish(paths, config, model_fn)
     return _result_from_files(config, paths, model)
 
 
@@ -621,37 +500,23 @@ def _callbacks(
     resume_epoch: int,
     extra: Sequence[keras.callbacks.Callback],
 ) -> list[keras.callbacks.Callback]:
-    """The run's callbacks, in the order their writes must happen; the chief's alone
-    write the shared files."""
+    """The run's callbacks (`epoch_callbacks`) with the best validation top-1 checkpoint."""
     earlier = [row["val_top1"] for row in read_metrics(paths.metrics) if "val_top1" in row]
     # The chief's best so far, so that every worker saves the same epochs; in
     # billionths, rounded up, so that no tie counts as better.
     best = cluster.from_chief(math.ceil(max(earlier) * 1e9) if earlier else -1)
-    earlier = [best / 1e9] if best >= 0 else []
-    callbacks = [
-        # First: it checks the disk before this epoch's files are written.
-        RequireFreeSpace(paths.root),
-        *cluster.callbacks(),
-        LearningRateLogger(),
-        StopOnNonFiniteLoss(),
-        AtomicCSVLogger(paths.metrics),
-        AtomicModelCheckpoint(
-            paths.best,
-            monitor="val_top1",
-            mode="max",
-            save_best_only=True,
-            initial_value_threshold=max(earlier) if earlier else None,
-        ),
-        AtomicModelCheckpoint(paths.last),
-        keras.callbacks.TensorBoard(paths.tensorboard, profile_batch=0),
-        TrainingCurves(paths.metrics, paths.curves),
-        RecordTrained(paths.trained, config.epochs, resume_epoch),
-        # Last, so that its "epoch finished" record is written after every other
-        # output of the epoch. Two states: a kill while the newest is written
-        # leaves the previous.
-        keras.callbacks.BackupAndRestore(paths.backup, double_checkpoint=True),
-        *extra,
-    ]
-    if not cluster.is_chief:
-        callbacks = [c for c in callbacks if not isinstance(c, _CHIEF_CALLBACKS)]
-    return callbacks
+    best_checkpoint = AtomicModelCheckpoint(
+        paths.best,
+        monitor="val_top1",
+        mode="max",
+        save_best_only=True,
+        initial_value_threshold=best / 1e9 if best >= 0 else None,
+    )
+    return epoch_callbacks(
+        paths,
+        cluster,
+        epochs=config.epochs,
+        resume_epoch=resume_epoch,
+        checkpoints=[best_checkpoint],
+        extra=extra,
+    )

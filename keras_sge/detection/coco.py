@@ -42,6 +42,10 @@ class CocoSet:
     def __len__(self) -> int:
         return len(self.image_paths)
 
+    def ground_truth(self) -> str:
+        """The ground truth for `coco_ap`: the json file."""
+        return self.annotation_file
+
 
 def _read_json(annotation_file: str) -> dict:
     if not os.path.isfile(annotation_file):

@@ -9,11 +9,16 @@ import time
 
 import keras
 
-from keras_sge.detection.coco import CocoSet, find_coco_split, read_coco
+from keras_sge.detection.coco import find_coco_split, read_coco
 from keras_sge.detection.demo import DEMO_ANCHOR_SIZE, DEMO_HEAD_CONVS, prepare_detection_demo
 from keras_sge.detection.evaluation import evaluate_detector
-from keras_sge.detection.pipeline import load_coco_dataset
-from keras_sge.detection.retinanet import build_retinanet, compile_retinanet
+from keras_sge.detection.pipeline import DetectionSet, ImageSize, input_shape, load_coco_dataset
+from keras_sge.detection.retinanet import (
+    build_retinanet,
+    compile_retinanet,
+    needs_eager_execution,
+)
+from keras_sge.detection.tfds_coco import TFDS_NAME, load_tfds_coco
 
 
 @dataclasses.dataclass
@@ -23,14 +28,18 @@ class DetectorConfig:
     Attributes:
         output_dir: run folder (`model.keras`, `metrics.csv`, `results.json`,
             `backup/` for resuming, `lock`).
-        dataset: `"demo"` or a COCO folder (`annotations/instances_<split>.json`
-            beside the `<split>/` image folders).
-        train_split, val_split: split names of a COCO folder.
+        dataset: `"demo"`, `"coco/2017"` (tfds, prepared in `data_dir`) or
+            a COCO folder (`annotations/instances_<split>.json` beside the
+            `<split>/` image folders).
+        train_split, val_split: split names (`None`: `train2017` / `val2017`
+            of a COCO folder, tfds' `train` / `validation`).
         depth, attention: the backbone (`attention=False`: plain ResNet).
         weights: backbone start (`"imagenet"`, a checkpoint, a `.keras` /
             `.weights.h5` of a classification model) or a whole detector
             `.keras` file to continue from.
-        image_size: square input side (images fitted keeping aspect).
+        image_size: square input side (images fitted keeping aspect), or a
+            `(long, short)` scale such as the recipe's `(1333, 800)` (see
+            `detection_dataset`: a canvas per orientation, multiples of 32).
         batch_size, epochs, learning_rate (`None`: the recipe's, scaled to
             the batch), warmup_steps (`None`: the recipe's 500).
         optimizer: `"sgd"` (the recipe's) or `"adam"` (the demo's: a few
@@ -42,7 +51,7 @@ class DetectorConfig:
             classification demo (`keras_sge.training.train`, same backbone)
             run first into `<output_dir>/backbone/`, whose weights start the
             detector's backbone; 0 starts from random weights.
-        data_dir: cache root of the demo files.
+        data_dir: cache root of the demo files; tfds' data directory.
         demo_images: training and held-out images of the demo set.
         devices: data-parallel devices (`None`: every accelerator, or one CPU).
         seed: initialisation and shuffling seed.
@@ -50,12 +59,12 @@ class DetectorConfig:
 
     output_dir: str
     dataset: str = "demo"
-    train_split: str = "train2017"
-    val_split: str = "val2017"
+    train_split: str | None = None
+    val_split: str | None = None
     depth: int = 18
     attention: bool = True
     weights: str | None = None
-    image_size: int = 64
+    image_size: ImageSize = 64
     batch_size: int = 16
     epochs: int = 2
     learning_rate: float | None = 3e-4
@@ -70,7 +79,10 @@ class DetectorConfig:
     seed: int = 0
 
 
-def _datasets(config: DetectorConfig) -> tuple[CocoSet, CocoSet]:
+def _datasets(config: DetectorConfig) -> tuple[DetectionSet, DetectionSet]:
+    if config.dataset == TFDS_NAME:
+        splits = (config.train_split or "train", config.val_split or "validation")
+        return tuple(load_tfds_coco(s, config.data_dir) for s in splits)
     if config.dataset == "demo":
         num_train, num_validation = config.demo_images
         folder = prepare_detection_demo(
@@ -79,7 +91,7 @@ def _datasets(config: DetectorConfig) -> tuple[CocoSet, CocoSet]:
         return (read_coco(*find_coco_split(folder, s)) for s in ("train", "val"))
     return (
         read_coco(*find_coco_split(config.dataset, s))
-        for s in (config.train_split, config.val_split)
+        for s in (config.train_split or "train2017", config.val_split or "val2017")
     )
 
 
@@ -124,7 +136,7 @@ def _detector(config: DetectorConfig, num_classes: int, weights: str | None) -> 
         num_classes,
         config.depth,
         config.attention,
-        image_shape=(config.image_size, config.image_size, 3),
+        image_shape=input_shape(config.image_size),
         weights=weights,
         anchor_size=anchor_size,
         head_convs=head_convs,
@@ -170,7 +182,7 @@ def _path(output_dir: str, name: str) -> str:
     return os.path.join(output_dir, {"trained": "trained.json", "model": "model.keras"}[name])
 
 
-def _fit(config: DetectorConfig, train_set: CocoSet, weights: str | None) -> keras.Model:
+def _fit(config: DetectorConfig, train_set: DetectionSet, weights: str | None) -> keras.Model:
     from keras_sge.training import data_parallel
     from keras_sge.training.files import AtomicCSVLogger
 
@@ -187,6 +199,7 @@ def _fit(config: DetectorConfig, train_set: CocoSet, weights: str | None) -> ker
             warmup_steps=config.warmup_steps,
             epochs=config.epochs,
             optimizer=_optimizer(config, steps * config.epochs),
+            run_eagerly=needs_eager_execution(config.image_size),
         )
         train = load_coco_dataset(
             train_set,
@@ -246,9 +259,13 @@ def train_detector(config: DetectorConfig) -> dict:
         with open(_path(config.output_dir, "trained")) as f:
             seconds = json.load(f)["train_seconds"]
         val = load_coco_dataset(
-            val_set, training=False, batch_size=config.batch_size, image_size=config.image_size
+            val_set,
+            training=False,
+            with_info=True,
+            batch_size=config.batch_size,
+            image_size=config.image_size,
         )
-        metrics = evaluate_detector(detector, val_set, val, config.image_size)
+        metrics = evaluate_detector(detector, val_set, val)
         metrics = {**metrics, "train_seconds": seconds}
         write_json_atomically(results, metrics)
     return metrics

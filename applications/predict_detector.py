@@ -3,8 +3,9 @@
     python applications/predict_detector.py --model runs/demo_detector/model.keras \
         --class-names circle cross square triangle --output-dir boxes img1.jpg img2.jpg
 
-Each image is fitted into --image-size keeping its aspect, as in training;
-boxes are drawn on the fitted image, one PNG per input.
+Each image is resized as in training (--image-size: a square side, or the
+recipe's 1333 800); the boxes are mapped back by the image's own scale and
+drawn on the original image, one PNG per input.
 """
 
 from __future__ import annotations
@@ -13,7 +14,24 @@ import argparse
 import os
 import sys
 
-from keras_sge.programs.arguments import image_size, number
+from keras_sge.programs.arguments import add_detection_image_size, number
+
+
+def _detect(detector, path: str, image_size):
+    """The image (uint8 array) and the detector's output in its pixels."""
+    import tensorflow as tf
+
+    from keras_sge.detection.evaluation import predicted_batches
+    from keras_sge.detection.pipeline import detection_dataset
+
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    examples = tf.data.Dataset.from_tensors((image, tf.zeros((0, 4)), tf.zeros((0,), "int32")))
+    batches = detection_dataset(
+        examples, batch_size=1, image_size=image_size, training=False, with_info=True
+    )
+    found, info = next(predicted_batches(detector, batches))
+    boxes = found["boxes"][0] / info["scale"][0]
+    return image.numpy(), boxes, found["labels"][0], found["confidence"][0]
 
 
 def main(argv=None) -> int:
@@ -23,20 +41,14 @@ def main(argv=None) -> int:
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--model", required=True, help="a detector .keras file")
     p.add_argument("--class-names", nargs="+", help="names by class index (default: numbers)")
-    p.add_argument(
-        "--image-size", type=image_size, default=64, help="the size it was trained at (demo: 64)"
-    )
+    add_detection_image_size(p, 64, "the size it was trained at (demo: 64)")
     p.add_argument("--min-score", type=number(0, 1), default=0.3)
     p.add_argument("--output-dir", default="detections")
     args = p.parse_args(argv)
 
     import keras
-    import numpy as np
-    import tensorflow as tf
 
-    from keras_sge.applications.preprocessing import IMAGENET_MEAN, IMAGENET_STD
     from keras_sge.detection.drawing import draw_detections
-    from keras_sge.detection.pipeline import detection_dataset
 
     detector = keras.saving.load_model(args.model, compile=False)
     names = args.class_names or [str(i) for i in range(detector.num_classes)]
@@ -45,29 +57,9 @@ def main(argv=None) -> int:
         if not os.path.isfile(path):
             print(f"error: no image file {path!r}", file=sys.stderr)
             return 2
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        examples = tf.data.Dataset.from_tensors((image, tf.zeros((0, 4)), tf.zeros((0,), "int32")))
-        batch = next(
-            iter(
-                detection_dataset(
-                    examples, batch_size=1, image_size=args.image_size, training=False
-                )
-            )
-        )[0]
-        found = detector.predict(batch.numpy(), verbose=0)
-        mean = 255 * np.array(IMAGENET_MEAN)
-        std = 255 * np.array(IMAGENET_STD)
-        shown = batch.numpy()[0] * std + mean
+        image, boxes, labels, scores = _detect(detector, path, args.image_size)
         out = os.path.join(args.output_dir, os.path.splitext(os.path.basename(path))[0] + ".png")
-        count = draw_detections(
-            shown,
-            found["boxes"][0],
-            found["labels"][0],
-            found["confidence"][0],
-            names,
-            out,
-            args.min_score,
-        )
+        count = draw_detections(image, boxes, labels, scores, names, out, args.min_score)
         print(f"{path}: {count} box(es) -> {out}")
     return 0
 

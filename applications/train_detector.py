@@ -8,10 +8,11 @@ held-out images; about 10 minutes on a 2-core CPU:
     python applications/train_detector.py --output-dir runs/demo_detector
 
 On COCO (a folder with annotations/instances_train2017.json, train2017/,
-val2017/), from the authors' ImageNet weights, on GPUs:
+val2017/; or --dataset coco/2017, tfds' prepared copy in --data-dir), from the
+authors' ImageNet weights, at the authors' 1333x800 scale, on GPUs:
 
     python applications/train_detector.py --dataset ~/coco --model sge_resnet50 \
-        --weights imagenet --image-size 1344 --batch-size 16 --epochs 24 \
+        --weights imagenet --image-size 1333 800 --batch-size 16 --epochs 24 \
         --optimizer sgd --learning-rate 0.01 --warmup-steps 500 --output-dir runs/sge_retinanet50
 
 Rerun the same command after an interruption to resume from the last epoch.
@@ -22,7 +23,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from keras_sge.programs.arguments import image_size, integer, number
+from keras_sge.programs.arguments import add_detection_image_size, integer, number
 
 _MODELS = {f"{p}resnet{d}": (d, p == "sge_") for p in ("sge_", "") for d in (18, 34, 50, 101)}
 
@@ -34,10 +35,10 @@ def parse_args(argv=None):
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--output-dir", default="runs/demo_detector")
-    p.add_argument("--dataset", default="demo", help="demo | a COCO folder")
-    p.add_argument("--train-split", default="train2017")
-    p.add_argument("--val-split", default="val2017")
-    p.add_argument("--data-dir", help="cache root of the demo files")
+    p.add_argument("--dataset", default="demo", help="demo | coco/2017 (tfds) | a COCO folder")
+    p.add_argument("--train-split", help="default: train2017 (a COCO folder), train (tfds)")
+    p.add_argument("--val-split", help="default: val2017 (a COCO folder), validation (tfds)")
+    p.add_argument("--data-dir", help="tfds data directory (demo: cache root of its files)")
     p.add_argument(
         "--demo-images", type=integer(1), nargs=2, default=(600, 200), metavar=("TRAIN", "VAL")
     )
@@ -45,7 +46,7 @@ def parse_args(argv=None):
     p.add_argument(
         "--weights", help="backbone start (imagenet, a checkpoint) or a detector .keras file"
     )
-    p.add_argument("--image-size", type=image_size, default=64)
+    add_detection_image_size(p, 64, "input size")
     p.add_argument("--batch-size", type=integer(1), default=16)
     p.add_argument("--epochs", type=integer(1), default=2)
     p.add_argument(

@@ -6,6 +6,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_sge import applications
 from keras_sge.detection import (
@@ -15,6 +16,7 @@ from keras_sge.detection import (
     compile_retinanet,
     freeze_stages,
 )
+from keras_sge.detection.evaluation import predicted_batches
 from tests.helpers import BACKEND, subprocess_env
 
 SIZE = 64
@@ -178,9 +180,27 @@ def test_demo_folder_fits_evaluates_and_predicts(tmp_path):
         load_coco_dataset(train, batch_size=2, image_size=SIZE, training=True), verbose=0
     )
     assert np.isfinite(history.history["loss"][-1])
-    val_batches = load_coco_dataset(val, batch_size=2, image_size=SIZE, training=False)
-    metrics = evaluate_detector(detector, val, val_batches, SIZE, str(tmp_path / "out"))
+    val_batches = load_coco_dataset(
+        val, batch_size=2, image_size=SIZE, training=False, with_info=True
+    )
+    metrics = evaluate_detector(detector, val, val_batches, str(tmp_path / "out"))
     assert set(metrics) == set(METRIC_NAMES)
     assert (tmp_path / "out" / "results.json").exists()
-    predictions = detector.predict(val_batches, verbose=0)
+    predictions = detector.predict(val_batches.map(lambda x, y, info: (x, y)), verbose=0)
     assert predictions["boxes"].shape == (2, 100, 4)
+
+
+def test_anchors_and_outputs_follow_each_canvas_of_the_recipe_scale():
+    # (96, 64): landscape batches are 64x96, portrait ones 96x64; one detector
+    # built for any size serves both, with the anchors of each input.
+    detector = build_retinanet(3, depth=18, image_shape=(None, None, 3), head_convs=1)
+    for height, width in ((64, 96), (96, 64)):
+        images = np.random.default_rng(5).standard_normal((2, height, width, 3))
+        images = images.astype("float32")
+        anchors = detector.anchor_generator(images)
+        expected = sum(-(-height // 2**level) * -(-width // 2**level) * 9 for level in range(3, 8))
+        assert sum(int(a.shape[0]) for a in anchors.values()) == expected
+        info = {"image_id": [1, 2], "scale": [1.0, 1.0]}
+        batches = tf.data.Dataset.from_tensors((images, {"labels": [[-1], [-1]]}, info))
+        found, _ = next(predicted_batches(detector, batches))
+        assert found["boxes"].shape == (2, 100, 4)

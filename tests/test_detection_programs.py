@@ -8,6 +8,7 @@ import pytest
 from keras_sge.training import read_metrics
 from keras_sge.training.files import AtomicCSVLogger
 from tests.helpers import load_program
+from tests.test_detection_data import TFDS_VALIDATION, mock_tfds_coco
 
 
 class Killed(BaseException):
@@ -173,6 +174,41 @@ def test_another_run_in_the_folder_is_refused_with_exit_code_2(tmp_path, capsys)
     with run_lock(str(out / "run.lock")):
         assert _train(tmp_path)[0] == 2
     assert "run.lock" in capsys.readouterr().err
+
+
+def test_train_and_evaluate_tfds_coco_at_a_recipe_scale(tmp_path, capsys):
+    # tfds coco/2017 mocked offline (the real builder's features, a few
+    # examples of both orientations) at a (96, 64) scale: the loader, two
+    # canvases in fit, COCOeval against the ground truth built from tfds.
+    out, data_dir = str(tmp_path / "run"), str(tmp_path / "tfds")
+    common = ["--dataset", "coco/2017", "--data-dir", data_dir, "--image-size", "96", "64"]
+    with mock_tfds_coco():
+        code = load_program("train_detector").main(
+            [*common, "--output-dir", out, "--batch-size", "2", "--epochs", "1"]
+            + ["--warmup-steps", "1", "--head-convs", "1"]
+        )
+        assert code == 0
+        with open(os.path.join(out, "results.json")) as f:
+            assert {"AP", "AP50", "fit_wall_time_s"} <= set(json.load(f))
+        assert "held-out COCO AP" in capsys.readouterr().out
+        held_out = load_program("evaluate_detector")._held_out_set("coco/2017", None, data_dir)
+        assert (held_out.split, len(held_out)) == ("validation", len(TFDS_VALIDATION))
+    # Not prepared: the error names where tfds looked and the build command.
+    model = os.path.join(out, "model.keras")
+    assert load_program("evaluate_detector").main([*common, "--model", model]) == 2
+    assert "tfds build coco/2017 --data_dir" in capsys.readouterr().err
+
+
+@pytest.mark.backend_independent
+def test_image_size_is_one_side_or_a_long_short_scale(capsys):
+    parse = load_program("train_detector").parse_args
+    assert parse(["--image-size", "96"]).image_size == 96
+    assert parse(["--image-size", "1333", "800"]).image_size == (1333, 800)
+    assert parse(["--image-size", "800", "1333"]).image_size == (1333, 800)
+    assert parse([]).image_size == 64
+    with pytest.raises(SystemExit):
+        parse(["--image-size", "1333", "800", "600"])
+    assert "one size (a square) or two (long short)" in capsys.readouterr().err
 
 
 @pytest.mark.long

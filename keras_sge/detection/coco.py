@@ -42,6 +42,10 @@ class CocoSet:
     def __len__(self) -> int:
         return len(self.image_paths)
 
+    def ground_truth(self) -> str:
+        """The ground truth for `coco_ap`: the json file."""
+        return self.annotation_file
+
 
 def _read_json(annotation_file: str) -> dict:
     if not os.path.isfile(annotation_file):
@@ -132,8 +136,30 @@ def read_coco(
     annotation_file, image_dir = os.fspath(annotation_file), os.fspath(image_dir)
     content = _read_json(annotation_file)
     categories = sorted(content["categories"], key=lambda c: c["id"])
-    class_of = {c["id"]: index for index, c in enumerate(categories)}
     images = {image["id"]: image for image in content["images"]}
+    boxes, labels, dropped = _targets(content, images, categories, annotation_file)
+    if dropped:
+        warnings.warn(f"{annotation_file!r}: dropped {dropped} zero-area box(es).", stacklevel=2)
+    ids = sorted(images)
+    paths = _image_paths([images[i] for i in ids], image_dir, annotation_file, check_images)
+    return CocoSet(
+        image_paths=paths,
+        image_ids=tuple(ids),
+        boxes=tuple(np.asarray(boxes[i], "float32").reshape(-1, 4) for i in ids),
+        labels=tuple(np.asarray(labels[i], "int32") for i in ids),
+        category_ids=tuple(c["id"] for c in categories),
+        class_names=tuple(c["name"] for c in categories),
+        annotation_file=annotation_file,
+        dropped_boxes=dropped,
+    )
+
+
+def _targets(content: dict, images: dict, categories: list, annotation_file: str):
+    """Per image id, the checked boxes and class indices; and the zero-area count.
+
+    Crowd annotations are left out; zero-area boxes are counted and left out.
+    """
+    class_of = {c["id"]: index for index, c in enumerate(categories)}
     boxes = {image_id: [] for image_id in images}
     labels = {image_id: [] for image_id in images}
     dropped = 0
@@ -158,10 +184,14 @@ def read_coco(
             continue
         boxes[image["id"]].append(box)
         labels[image["id"]].append(class_of[annotation["category_id"]])
-    if dropped:
-        warnings.warn(f"{annotation_file!r}: dropped {dropped} zero-area box(es).", stacklevel=2)
-    ids = sorted(images)
-    paths = tuple(os.path.join(image_dir, images[i]["file_name"]) for i in ids)
+    return boxes, labels, dropped
+
+
+def _image_paths(
+    images: list[dict], image_dir: str, annotation_file: str, check_images: bool
+) -> tuple[str, ...]:
+    """The images' files, which must exist (and, checked, be of the json's sizes)."""
+    paths = tuple(os.path.join(image_dir, image["file_name"]) for image in images)
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
         raise FileNotFoundError(
@@ -169,18 +199,9 @@ def read_coco(
             f"{image_dir!r}, e.g. {missing[:3]}."
         )
     if check_images:
-        for image_id, path in zip(ids, paths):
-            _check_image(path, images[image_id], annotation_file)
-    return CocoSet(
-        image_paths=paths,
-        image_ids=tuple(ids),
-        boxes=tuple(np.asarray(boxes[i], "float32").reshape(-1, 4) for i in ids),
-        labels=tuple(np.asarray(labels[i], "int32") for i in ids),
-        category_ids=tuple(c["id"] for c in categories),
-        class_names=tuple(c["name"] for c in categories),
-        annotation_file=annotation_file,
-        dropped_boxes=dropped,
-    )
+        for image, path in zip(images, paths):
+            _check_image(path, image, annotation_file)
+    return paths
 
 
 def find_coco_split(folder: str | os.PathLike, split: str) -> tuple[str, str]:

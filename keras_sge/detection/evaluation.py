@@ -58,25 +58,37 @@ def coco_detections(image_ids, boxes, scores, labels, category_ids, scales=None)
     return records
 
 
-def coco_ap(annotation_file: str | os.PathLike, detections: list[dict], image_ids=None) -> dict:
-    """pycocotools' box AP of `detections` against a COCO json.
+def _ground_truth_index(ground_truth):
+    from pycocotools.coco import COCO
+
+    if isinstance(ground_truth, dict):
+        truth = COCO()
+        truth.dataset = ground_truth
+        truth.createIndex()
+        return truth
+    return COCO(os.fspath(ground_truth))
+
+
+def coco_ap(ground_truth: str | os.PathLike | dict, detections: list[dict], image_ids=None) -> dict:
+    """pycocotools' box AP of `detections` against COCO ground truth.
 
     Args:
-        annotation_file: the ground truth `instances_*.json`.
+        ground_truth: an `instances_*.json` file, or the same structure as a
+            dict (`{"images", "annotations", "categories"}`, e.g.
+            `TfdsCocoSet.ground_truth()`).
         detections: COCO result records (see `coco_detections`).
         image_ids: optional subset of images to score (default: all).
 
     Returns:
         `{"AP", "AP50", "AP75", "APs", "APm", "APl"}` in [0, 1] (-1 where
-        the json has no object of that size, pycocotools' convention); 0
-        for every metric when there are no detections.
+        the ground truth has no object of that size, pycocotools'
+        convention); 0 for every metric when there are no detections.
     """
     require("pycocotools", "detection", "keras_sge.detection.evaluation")
-    from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     with contextlib.redirect_stdout(io.StringIO()):
-        truth = COCO(os.fspath(annotation_file))
+        truth = _ground_truth_index(ground_truth)
         if not detections:
             return dict.fromkeys(METRIC_NAMES, 0.0)
         evaluator = COCOeval(truth, truth.loadRes(detections), "bbox")
@@ -88,44 +100,112 @@ def coco_ap(annotation_file: str | os.PathLike, detections: list[dict], image_id
     return {name: float(v) for name, v in zip(METRIC_NAMES, evaluator.stats[:6])}
 
 
-def evaluate_detector(detector, coco, dataset, image_size: int, output_dir: str | None = None):
-    """COCO AP of a keras-hub detector on a `CocoSet` read in order by `dataset`.
+def predicted_batches(detector, dataset):
+    """A detector's predictions, batch by batch, with each batch's image info.
+
+    Args:
+        detector: a keras-hub `ObjectDetector`.
+        dataset: batches `(images, targets, info)`, e.g.
+            `load_coco_dataset(..., training=False, with_info=True)`.
+
+    Yields:
+        `(predictions, info)`: the decoded `{"boxes", "confidence", "labels",
+        ...}` (NumPy) in input pixels, and the batch's `{"image_id",
+        "scale"}` (NumPy).
+    """
+    import keras
+    import tensorflow as tf
+
+    # A TensorFlow graph of keras-hub's RetinaNet needs a static height and
+    # width (see `needs_eager_execution`); one traced for several input sizes
+    # generalises them away. A detector for any size predicts eagerly there.
+    eager = not detector.run_eagerly and keras.backend.backend() == "tensorflow"
+    eager = eager and None in tuple(detector.inputs[0].shape[1:3])
+    if eager:
+        detector.run_eagerly = True
+        detector.make_predict_function(force=True)
+    try:
+        for images, targets, info in dataset:
+            # keras-hub's RetinaNet decodes only `(images, targets)` batches
+            # (its predict_step unpacks two), so not `predict_on_batch(images)`.
+            batch = tf.data.Dataset.from_tensors((images, targets))
+            found = detector.predict(batch, verbose=0)
+            yield _numpy(found), _numpy(info)
+    finally:
+        if eager:
+            detector.run_eagerly = False
+            detector.make_predict_function(force=True)
+
+
+def _numpy(tensors: dict) -> dict:
+    return {key: np.asarray(value) for key, value in tensors.items()}
+
+
+def predict_detections(detector, dataset, category_ids) -> tuple[list[dict], list[int]]:
+    """A detector's COCO records over batches that carry their images' ids and scales.
 
     Args:
         detector: a keras-hub `ObjectDetector` predicting `xyxy` boxes.
-        coco: the `CocoSet` (its json is the ground truth).
-        dataset: its unshuffled batches (`load_coco_dataset(training=False)`).
-        image_size: the square input side the images were fitted into.
+        dataset: batches `(images, targets, {"image_id", "scale"})`, e.g.
+            `load_coco_dataset(..., training=False, with_info=True)`, in any
+            order (orientation-grouped batches reorder the images).
+        category_ids: COCO category id by class index.
+
+    Returns:
+        `(records, image_ids)`: boxes in each original image's pixels (each
+        divided by its image's scale), and the ids of the images predicted.
+    """
+    records, image_ids = [], []
+    for found, info in predicted_batches(detector, dataset):
+        records += coco_detections(
+            info["image_id"],
+            found["boxes"],
+            found["confidence"],
+            found["labels"],
+            category_ids,
+            1.0 / info["scale"],
+        )
+        image_ids += [int(i) for i in info["image_id"]]
+    return records, image_ids
+
+
+def evaluate_detector(detector, coco, dataset, output_dir: str | None = None) -> dict:
+    """COCO AP of a keras-hub detector on a `CocoSet` or `TfdsCocoSet`.
+
+    Args:
+        detector: a keras-hub `ObjectDetector` predicting `xyxy` boxes.
+        coco: the set; its ground truth is the json (`CocoSet`) or built from
+            its examples (`TfdsCocoSet.ground_truth()`).
+        dataset: its batches with ids and scales, in any order:
+            `load_coco_dataset(coco, ..., training=False, with_info=True)`.
         output_dir: where to write `results.json` (metrics) and
             `detections.json` (COCO records), when given.
 
     Returns:
         The metrics dict of `coco_ap`.
+
+    Raises:
+        ValueError: the dataset does not hold each image of `coco` once.
+
+    Example:
+
+    >>> val = load_coco_dataset(coco, batch_size=8, image_size=(1333, 800),
+    ...                         training=False, with_info=True)
+    >>> evaluate_detector(detector, coco, val)["AP"]
     """
-    predictions = detector.predict(dataset, verbose=0)
-    count = len(coco)
-    scales = [max(_original_size(coco, i)) / image_size for i in range(count)]
-    detections = coco_detections(
-        coco.image_ids,
-        np.asarray(predictions["boxes"])[:count],
-        np.asarray(predictions["confidence"])[:count],
-        np.asarray(predictions["labels"])[:count],
-        coco.category_ids,
-        scales,
-    )
-    metrics = coco_ap(coco.annotation_file, detections, coco.image_ids)
+    detections, image_ids = predict_detections(detector, dataset, coco.category_ids)
+    if len(image_ids) != len(coco) or len(set(image_ids)) != len(image_ids):
+        raise ValueError(
+            f"The dataset holds {len(image_ids)} images ({len(set(image_ids))} distinct ids) "
+            f"where the set has {len(coco)}: evaluate unshuffled batches of every image "
+            "(`training=False, with_info=True`)."
+        )
+    metrics = coco_ap(coco.ground_truth(), detections, image_ids)
     if output_dir is not None:
         os.makedirs(output_dir, exist_ok=True)
         _write_json(os.path.join(output_dir, "results.json"), metrics)
         _write_json(os.path.join(output_dir, "detections.json"), detections)
     return metrics
-
-
-def _original_size(coco, index: int) -> tuple[int, int]:
-    from PIL import Image
-
-    with Image.open(coco.image_paths[index]) as image:
-        return image.size
 
 
 def _write_json(path: str, content) -> None:

@@ -59,6 +59,25 @@ class DetectionRecipe:
 DETECTION_RECIPE = DetectionRecipe()
 
 
+def needs_eager_execution(image_size: int | tuple[int, int]) -> bool:
+    """Whether keras-hub's RetinaNet must run eagerly on batches of `image_size`.
+
+    keras-hub 0.32's anchor generator and NMS compute sizes in Python from
+    the input's static height and width. A `(long, short)` scale batches two
+    canvases, so a TensorFlow graph traced for the dataset has no static
+    height and width and fails; on TensorFlow such a detector runs eagerly
+    (`compile(run_eagerly=True)`). JAX traces each canvas on its own and
+    torch runs eagerly anyway.
+
+    Args:
+        image_size: a square side (static: no) or a `(long, short)` scale.
+
+    Returns:
+        True on the TensorFlow backend with a scale.
+    """
+    return keras.backend.backend() == "tensorflow" and not isinstance(image_size, int)
+
+
 def build_retinanet(
     num_classes: int,
     depth: int = 50,

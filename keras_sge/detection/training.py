@@ -9,11 +9,16 @@ from typing import Any
 
 import keras
 
-from keras_sge.detection.coco import CocoSet, find_coco_split, read_coco
+from keras_sge.detection.coco import find_coco_split, read_coco
 from keras_sge.detection.demo import DEMO_ANCHOR_SIZE, DEMO_HEAD_CONVS, prepare_detection_demo
 from keras_sge.detection.evaluation import evaluate_detector
-from keras_sge.detection.pipeline import load_coco_dataset
-from keras_sge.detection.retinanet import build_retinanet, compile_retinanet
+from keras_sge.detection.pipeline import DetectionSet, ImageSize, input_shape, load_coco_dataset
+from keras_sge.detection.retinanet import (
+    build_retinanet,
+    compile_retinanet,
+    needs_eager_execution,
+)
+from keras_sge.detection.tfds_coco import TFDS_NAME, load_tfds_coco
 from keras_sge.training.distribution import Cluster
 from keras_sge.training.files import run_lock, write_json_atomically
 from keras_sge.training.run import (
@@ -35,14 +40,18 @@ class DetectorConfig:
             `metrics.csv`, `curves.png`, `checkpoints/last.keras`, `backup/`
             for resuming, `run.lock`; at the end `model.keras` and
             `results.json`).
-        dataset: `"demo"` or a COCO folder (`annotations/instances_<split>.json`
-            beside the `<split>/` image folders).
-        train_split, val_split: split names of a COCO folder.
+        dataset: `"demo"`, `"coco/2017"` (tfds, prepared in `data_dir`) or
+            a COCO folder (`annotations/instances_<split>.json` beside the
+            `<split>/` image folders).
+        train_split, val_split: split names (`None`: `train2017` / `val2017`
+            of a COCO folder, tfds' `train` / `validation`).
         depth, attention: the backbone (`attention=False`: plain ResNet).
         weights: backbone start (`"imagenet"`, a checkpoint, a `.keras` /
             `.weights.h5` of a classification model) or a whole detector
             `.keras` file to continue from.
-        image_size: square input side (images fitted keeping aspect).
+        image_size: square input side (images fitted keeping aspect), or a
+            `(long, short)` scale such as the recipe's `(1333, 800)` (see
+            `detection_dataset`: a canvas per orientation, multiples of 32).
         batch_size, epochs, learning_rate (`None`: the recipe's, scaled to
             the batch), warmup_steps (`None`: the recipe's 500).
         optimizer: `"sgd"` (the recipe's) or `"adam"` (the demo's: a few
@@ -54,7 +63,7 @@ class DetectorConfig:
             classification demo (`keras_sge.training.train`, same backbone)
             run first into `<output_dir>/backbone/`, whose weights start the
             detector's backbone; 0 starts from random weights.
-        data_dir: cache root of the demo files.
+        data_dir: cache root of the demo files; tfds' data directory.
         demo_images: training and held-out images of the demo set.
         devices: data-parallel devices (`None`: every accelerator, or one CPU).
         seed: initialisation and shuffling seed.
@@ -64,12 +73,12 @@ class DetectorConfig:
 
     output_dir: str
     dataset: str = "demo"
-    train_split: str = "train2017"
-    val_split: str = "val2017"
+    train_split: str | None = None
+    val_split: str | None = None
     depth: int = 18
     attention: bool = True
     weights: str | None = None
-    image_size: int = 64
+    image_size: ImageSize = 64
     batch_size: int = 16
     epochs: int = 2
     learning_rate: float | None = 3e-4
@@ -96,16 +105,20 @@ class DetectorConfig:
         }
 
 
-def _coco_split(config: DetectorConfig, training: bool) -> CocoSet:
+def _split(config: DetectorConfig, training: bool) -> DetectionSet:
     """The training or held-out split of the run's dataset."""
+    if config.dataset == TFDS_NAME:
+        split = (config.train_split or "train") if training else (config.val_split or "validation")
+        return load_tfds_coco(split, config.data_dir)
     if config.dataset == "demo":
         num_train, num_validation = config.demo_images
         folder = prepare_detection_demo(
             config.data_dir, num_train=num_train, num_validation=num_validation
         )
         return read_coco(*find_coco_split(folder, "train" if training else "val"))
-    split = config.train_split if training else config.val_split
-    return read_coco(*find_coco_split(config.dataset, split))
+    if training:
+        return read_coco(*find_coco_split(config.dataset, config.train_split or "train2017"))
+    return read_coco(*find_coco_split(config.dataset, config.val_split or "val2017"))
 
 
 def _demo_backbone(config: DetectorConfig) -> str:
@@ -149,7 +162,7 @@ def _detector(config: DetectorConfig, num_classes: int, weights: str | None) -> 
         num_classes,
         config.depth,
         config.attention,
-        image_shape=(config.image_size, config.image_size, 3),
+        image_shape=input_shape(config.image_size),
         weights=weights,
         anchor_size=anchor_size,
         head_convs=head_convs,
@@ -174,7 +187,7 @@ def _optimizer(config: DetectorConfig, total_steps: int) -> keras.optimizers.Opt
 
 
 def _fit(
-    config: DetectorConfig, paths: OutputPaths, cluster: Cluster, train_set: CocoSet
+    config: DetectorConfig, paths: OutputPaths, cluster: Cluster, train_set: DetectionSet
 ) -> keras.Model:
     """Builds (or restores) the detector and fits it, resuming from `backup/`."""
     resume_epoch = prepare_output_dir(
@@ -194,6 +207,7 @@ def _fit(
             warmup_steps=config.warmup_steps,
             epochs=config.epochs,
             optimizer=_optimizer(config, steps * config.epochs),
+            run_eagerly=needs_eager_execution(config.image_size),
         )
         derived = {"class_names": list(train_set.class_names), "steps_per_epoch": steps}
         write_json_atomically(paths.config, {**dataclasses.asdict(config), "derived": derived})
@@ -220,11 +234,15 @@ def _finish(config: DetectorConfig, paths: OutputPaths, detector: keras.Model | 
 
     def results(trained: dict[str, Any]) -> dict[str, Any]:
         model = detector or keras.saving.load_model(paths.model, compile=False)
-        val_set = _coco_split(config, training=False)
+        val_set = _split(config, training=False)
         val = load_coco_dataset(
-            val_set, training=False, batch_size=config.batch_size, image_size=config.image_size
+            val_set,
+            training=False,
+            with_info=True,
+            batch_size=config.batch_size,
+            image_size=config.image_size,
         )
-        metrics = evaluate_detector(model, val_set, val, config.image_size)
+        metrics = evaluate_detector(model, val_set, val)
         return {"finished": True, **metrics, "fit_wall_time_s": trained["fit_wall_time_s"]}
 
     finish_run(paths, results)
@@ -261,7 +279,7 @@ def train_detector(config: DetectorConfig) -> dict:
     os.makedirs(paths.root, exist_ok=True)
     with run_lock(paths.lock):
         if config.overwrite or not ended(paths):
-            _finish(config, paths, _fit(config, paths, cluster, _coco_split(config, training=True)))
+            _finish(config, paths, _fit(config, paths, cluster, _split(config, training=True)))
         else:
             complete_ended_run(paths, lambda: _finish(config, paths, None))
     with open(paths.results) as f:

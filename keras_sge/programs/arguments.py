@@ -63,6 +63,47 @@ def integer(minimum: int | None = None, maximum: int | None = None) -> Callable[
 image_size = integer(32)
 
 
+class _OneOrTwoSizes(argparse.Action):
+    """Stores one size as an int, two as `(long, short)`; refuses more."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if len(values) > 2:
+            parser.error(
+                f"argument {option_string}: one size (a square) or two (long short), "
+                f"got {len(values)} values"
+            )
+        size = values[0] if len(values) == 1 else (max(values), min(values))
+        setattr(namespace, self.dest, size)
+
+
+def add_detection_image_size(parser: argparse.ArgumentParser, default: int, help: str) -> None:
+    """Adds `--image-size SIDE` (a square) or `--image-size LONG SHORT` (a scale).
+
+    The value is an int, or the `(long, short)` tuple (given in either order)
+    that `keras_sge.detection.pipeline.detection_dataset` takes, e.g.
+    `--image-size 1333 800`, the authors' detection recipe.
+
+    Args:
+        parser: The program's parser.
+        default: The default square side.
+        help: The flag's help text.
+
+    Example:
+
+    >>> add_detection_image_size(parser, 64, "the size it was trained at")
+    """
+
+    parser.add_argument(
+        "--image-size",
+        type=image_size,
+        nargs="+",
+        action=_OneOrTwoSizes,
+        default=default,
+        metavar="SIZE",
+        help=f"{help}: one side (a square) or long and short sides (the recipe's 1333 800)",
+    )
+
+
 def number(
     minimum: float | None = None,
     maximum: float | None = None,

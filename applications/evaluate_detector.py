@@ -1,73 +1,8 @@
-"""COCO box AP (pycocotools) of a saved detector on the demo set, a COCO folder or tfds coco/2017.
+"""The evaluate_detector program (installed with pip: keras-sge-evaluate-detector)."""
 
-    python applications/evaluate_detector.py --model runs/demo_detector/model.keras
-
-    python applications/evaluate_detector.py --model runs/sge_retinanet50/model.keras \
-        --dataset ~/coco --split val2017 --image-size 1333 800 --output-dir runs/eval
-
-    python applications/evaluate_detector.py --model runs/sge_retinanet50/model.keras \
-        --dataset coco/2017 --data-dir ~/tensorflow_datasets --image-size 1333 800
-
-Prints AP, AP50, AP75, APs, APm, APl and writes results.json.
-"""
-
-from __future__ import annotations
-
-import argparse
 import sys
 
-from keras_sge.programs.arguments import add_detection_image_size, integer
-
-
-def _held_out_set(dataset: str, split: str | None, data_dir: str | None):
-    from keras_sge.detection.coco import find_coco_split, read_coco
-    from keras_sge.detection.demo import prepare_detection_demo
-    from keras_sge.detection.tfds_coco import TFDS_NAME, load_tfds_coco
-
-    if dataset == TFDS_NAME:
-        return load_tfds_coco(split or "validation", data_dir)
-    if dataset == "demo":
-        return read_coco(*find_coco_split(prepare_detection_demo(data_dir), split or "val"))
-    return read_coco(*find_coco_split(dataset, split or "val2017"))
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--model", required=True, help="a detector .keras file")
-    p.add_argument("--dataset", default="demo", help="demo | coco/2017 (tfds) | a COCO folder")
-    p.add_argument(
-        "--split", help="default: val2017 (a COCO folder), validation (tfds), val (demo)"
-    )
-    p.add_argument("--data-dir", help="tfds data directory (demo: cache root of its files)")
-    add_detection_image_size(p, 64, "the size it was trained at (demo: 64)")
-    p.add_argument("--batch-size", type=integer(1), default=8)
-    p.add_argument("--output-dir", default=".")
-    args = p.parse_args(argv)
-
-    import keras
-
-    from keras_sge.detection.evaluation import evaluate_detector, format_metrics
-    from keras_sge.detection.pipeline import load_coco_dataset
-
-    try:
-        coco = _held_out_set(args.dataset, args.split, args.data_dir)
-    except FileNotFoundError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    detector = keras.saving.load_model(args.model, compile=False)
-    batches = load_coco_dataset(
-        coco,
-        batch_size=args.batch_size,
-        image_size=args.image_size,
-        training=False,
-        with_info=True,
-    )
-    metrics = evaluate_detector(detector, coco, batches, args.output_dir)
-    print(f"COCO box AP on {len(coco)} images: {format_metrics(metrics)}")
-    return 0
-
+from keras_sge.programs.evaluate_detector import main
 
 if __name__ == "__main__":
     sys.exit(main())

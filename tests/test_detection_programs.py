@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from keras_sge.detection.sources import load_detection_split
 from keras_sge.training import read_metrics
 from keras_sge.training.files import AtomicCSVLogger
 from tests.helpers import load_program
@@ -191,7 +192,7 @@ def test_train_and_evaluate_tfds_coco_at_a_recipe_scale(tmp_path, capsys):
         with open(os.path.join(out, "results.json")) as f:
             assert {"AP", "AP50", "fit_wall_time_s"} <= set(json.load(f))
         assert "held-out COCO AP" in capsys.readouterr().out
-        held_out = load_program("evaluate_detector")._held_out_set("coco/2017", None, data_dir)
+        held_out = load_detection_split("coco/2017", data_dir=data_dir)
         assert (held_out.split, len(held_out)) == ("validation", len(TFDS_VALIDATION))
     # Not prepared: the error names where tfds looked and the build command.
     model = os.path.join(out, "model.keras")

@@ -90,9 +90,20 @@ def test_subpackages_load_on_first_use():
         _ = keras_sge.nothing
 
 
-@pytest.mark.parametrize(
-    "program", ["train", "evaluate", "predict", "convert_checkpoint", "visualize", "ablate"]
+PACKAGED_PROGRAMS = (
+    "train",
+    "evaluate",
+    "predict",
+    "convert_checkpoint",
+    "visualize",
+    "ablate",
+    "train_detector",
+    "evaluate_detector",
+    "predict_detector",
 )
+
+
+@pytest.mark.parametrize("program", PACKAGED_PROGRAMS)
 @pytest.mark.backend_independent
 def test_every_program_takes_model_and_shows_a_runnable_example(program, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -103,10 +114,7 @@ def test_every_program_takes_model_and_shows_a_runnable_example(program, capsys)
     if program != "ablate":  # ablate builds its own grid of models
         assert "--model" in shown
     if program in ("evaluate", "predict", "convert_checkpoint", "visualize", "train"):
-        assert "--weights" in shown
-
-
-PACKAGED_PROGRAMS = ("train", "evaluate", "predict", "convert_checkpoint", "visualize", "ablate")
+        assert "--weights" in shown  # the detection programs load whole detectors
 
 
 @pytest.mark.backend_independent

@@ -35,6 +35,8 @@ MAX_OBJECTS = 3
 # P4 32-50 px; 94 % of the boxes have an anchor at IoU >= 0.5 (99.8 % at 96 px).
 DEMO_ANCHOR_SIZE = 2.0
 DEMO_HEAD_CONVS = 2  # the recipe's 4 double the cost of a step at 64 px
+# Training and held-out images of the demo run (train_detector's default).
+DEMO_IMAGES = (600, 200)
 _SPLITS = {"train": 0, "val": 1}
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 
 import numpy as np
@@ -203,16 +202,11 @@ def evaluate_detector(detector, coco, dataset, output_dir: str | None = None) ->
     metrics = coco_ap(coco.ground_truth(), detections, image_ids)
     if output_dir is not None:
         os.makedirs(output_dir, exist_ok=True)
-        _write_json(os.path.join(output_dir, "results.json"), metrics)
-        _write_json(os.path.join(output_dir, "detections.json"), detections)
+        from keras_sge.training.files import write_json_atomically
+
+        write_json_atomically(os.path.join(output_dir, "results.json"), metrics)
+        write_json_atomically(os.path.join(output_dir, "detections.json"), detections)
     return metrics
-
-
-def _write_json(path: str, content) -> None:
-    partial = path + ".partial"
-    with open(partial, "w") as f:
-        json.dump(content, f, indent=1)
-    os.replace(partial, path)
 
 
 def format_metrics(metrics: dict) -> str:

@@ -9,8 +9,7 @@ from typing import Any
 
 import keras
 
-from keras_sge.detection.coco import find_coco_split, read_coco
-from keras_sge.detection.demo import DEMO_ANCHOR_SIZE, DEMO_HEAD_CONVS, prepare_detection_demo
+from keras_sge.detection.demo import DEMO_ANCHOR_SIZE, DEMO_HEAD_CONVS, DEMO_IMAGES
 from keras_sge.detection.evaluation import evaluate_detector
 from keras_sge.detection.pipeline import DetectionSet, ImageSize, input_shape, load_coco_dataset
 from keras_sge.detection.retinanet import (
@@ -18,7 +17,7 @@ from keras_sge.detection.retinanet import (
     compile_retinanet,
     needs_eager_execution,
 )
-from keras_sge.detection.tfds_coco import TFDS_NAME, load_tfds_coco
+from keras_sge.detection.sources import load_detection_split
 from keras_sge.training.distribution import Cluster
 from keras_sge.training.files import run_lock, write_json_atomically
 from keras_sge.training.run import (
@@ -88,7 +87,7 @@ class DetectorConfig:
     head_convs: int | None = None
     pretrain_epochs: int = 2
     data_dir: str | None = None
-    demo_images: tuple[int, int] = (600, 200)
+    demo_images: tuple[int, int] = DEMO_IMAGES
     devices: int | None = None
     seed: int = 0
     verbose: int = 2
@@ -107,18 +106,13 @@ class DetectorConfig:
 
 def _split(config: DetectorConfig, training: bool) -> DetectionSet:
     """The training or held-out split of the run's dataset."""
-    if config.dataset == TFDS_NAME:
-        split = (config.train_split or "train") if training else (config.val_split or "validation")
-        return load_tfds_coco(split, config.data_dir)
-    if config.dataset == "demo":
-        num_train, num_validation = config.demo_images
-        folder = prepare_detection_demo(
-            config.data_dir, num_train=num_train, num_validation=num_validation
-        )
-        return read_coco(*find_coco_split(folder, "train" if training else "val"))
-    if training:
-        return read_coco(*find_coco_split(config.dataset, config.train_split or "train2017"))
-    return read_coco(*find_coco_split(config.dataset, config.val_split or "val2017"))
+    return load_detection_split(
+        config.dataset,
+        config.train_split if training else config.val_split,
+        training=training,
+        data_dir=config.data_dir,
+        demo_images=config.demo_images,
+    )
 
 
 def _demo_backbone(config: DetectorConfig) -> str:

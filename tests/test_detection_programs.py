@@ -198,6 +198,8 @@ def test_train_and_evaluate_tfds_coco_at_a_recipe_scale(tmp_path, capsys):
     model = os.path.join(out, "model.keras")
     assert load_program("evaluate_detector").main([*common, "--model", model]) == 2
     assert "tfds build coco/2017 --data_dir" in capsys.readouterr().err
+    assert load_program("train_detector").main([*common, "--output-dir", out + "-2"]) == 2
+    assert "tfds build coco/2017 --data_dir" in capsys.readouterr().err
 
 
 @pytest.mark.backend_independent

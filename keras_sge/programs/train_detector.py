@@ -101,6 +101,9 @@ def main(argv=None) -> int:
         metrics = train_detector(config)
     except RUN_ERRORS as error:
         return report_run_error(error)
+    except FileNotFoundError as error:  # the dataset's files, named in the message
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(f"\nheld-out COCO AP: {format_metrics(metrics)}")
     print(f"training: {metrics['fit_wall_time_s']:.0f} s; outputs in {config.output_dir}")
     return 0

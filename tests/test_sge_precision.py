@@ -282,10 +282,10 @@ def test_plain_environment_variable_is_read_once_at_import(monkeypatch):
 
 
 def test_tensorflow_kernel_inside_and_outside_xla():
-    # In a traced function without XLA the kernel compiles the definition
-    # with XLA; inside a function compiled with XLA it is part of that
-    # compilation; layers alike share one compiled function, each with its
-    # own weights.
+    # In a traced function without XLA the kernel runs its forward and
+    # backward passes compiled with XLA; inside a function compiled with XLA
+    # they are part of that compilation; layers alike share one compiled
+    # function per pass, each with its own weights.
     if BACKEND != "tensorflow":
         pytest.skip("TensorFlow backend only")
     import tensorflow as tf
@@ -310,12 +310,14 @@ def test_tensorflow_kernel_inside_and_outside_xla():
         return outputs, grads
 
     eager_outputs, eager_grads = traced(x)
-    traces = tf_kernels._definition_with_xla.experimental_get_tracing_count()
+    passes = (tf_kernels._forward_with_xla, tf_kernels._backward_with_xla)
+    traces = [f.experimental_get_tracing_count() for f in passes]
     for jit_compile in (False, True):
         outputs, grads = tf.function(traced, jit_compile=jit_compile)(x)
         for got, want in zip(outputs + sum(grads, []), eager_outputs + sum(eager_grads, [])):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-    assert tf_kernels._definition_with_xla.experimental_get_tracing_count() <= traces + 1
+    for function, before in zip(passes, traces):
+        assert function.experimental_get_tracing_count() <= before + 1
     assert not np.allclose(outputs[0], outputs[1])
 
 

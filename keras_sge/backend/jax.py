@@ -1,7 +1,8 @@
 """SGE kernels for JAX on the CPU: the definition rearranged for XLA:CPU.
 
 Both are the same function as `keras_sge.ops.sge.definition`, in
-`keras.ops` with small custom gradients, on the same float32 grouped view.
+`keras.ops` on the same float32 grouped view: channels_first with a small
+custom gradient, channels_last with its whole backward pass derived by hand.
 """
 
 from __future__ import annotations
@@ -63,11 +64,14 @@ def _similarity_by_matmul(x, g):
 #
 # Works around: XLA:CPU (jaxlib 0.10) hands reductions to YNNPACK, which runs a
 # sum over a group's few trailing channels 5-30x slower than XLA's own loops,
-# stores a product `x * g` that it fuses into the neighbouring reduction, and
-# reduces a product over positions about 25x slower when a size-1 axis trails
-# it. Here the per-position tensors are (N, H*W, G), without the size-1 axis,
-# and both channel sums (the similarity, and the gate's cotangent `<dy, x>`)
-# are halvings, which XLA fuses into element-wise loops.
+# and writes out in full a product (such as `(x - g) * d_s`) that it sums over
+# positions; and autodiff of the definition writes further input-sized
+# intermediates through the centring `x - g` and the blocked sums. Here the
+# backward pass is derived by hand (`keras_sge.ops.sge.gated_backward`), the
+# per-position tensors are (N, H*W, G), without a size-1 axis, both channel sums
+# (the similarity, and the gate's cotangent `<dy, x>`) are halvings, and the
+# sum over positions of `(x - g) * d_s` halves each block of positions with the
+# product formed in the first step: all fused by XLA into element-wise loops.
 # Measured: "Numbers on a 2-core CPU" in docs/performance.md.
 # Still needed? `python -m benchmarks.compare_backends --backends jax --layer-only
 # --data-format channels_last` with and without KERAS_SGE_PLAIN=1.
@@ -76,73 +80,81 @@ def _similarity_by_matmul(x, g):
 def spatial_group_enhance_channels_last(
     x, gamma, beta, *, groups, epsilon=1e-5, data_format="channels_last", normalize=True
 ):
-    """The op on the (N, H*W, G, C/G) view, without size-1 axes or short-axis sums."""
+    """The op on the (N, H*W, G, C/G) view with a hand-derived backward pass."""
+    gamma, beta = (ops.cast(w, "float32") for w in (gamma, beta))
+    settings = dict(epsilon=epsilon, normalize=normalize, data_format="channels_last")
 
-    def gated(view):
-        positions, divisor = sge.position_counts(view, 1)
-        g = sge.sum_over_positions(view, 1) / positions
-        s = _similarity(sge.similarity_terms(view, g, normalize), g)  # (N, P, G)
-        gate = sge.gate_from_similarity(
-            s,
-            *sge.float32_parameters(gamma, beta, (groups,)),
-            positions=positions,
-            divisor=divisor,
-            epsilon=epsilon,
-            normalize=normalize,
-            axis=1,
+    @ops.custom_gradient
+    def gated(view, gamma, beta):
+        y, statistics = sge.gated_forward(
+            view, gamma, beta, dot_over_channels=_dot_over_channels, **settings
         )
-        return _scale_channels(view, gate)
 
-    return sge.on_groups(x, groups, "channels_last", gated)
+        def gradient(upstream):
+            return sge.gated_backward(
+                upstream,
+                view,
+                gamma,
+                statistics,
+                dot_over_channels=_dot_over_channels,
+                centred_sum_over_positions=_centred_sum_over_positions,
+                **settings,
+            )
+
+        return y, gradient
+
+    return sge.on_groups(x, groups, "channels_last", lambda view: gated(view, gamma, beta))
 
 
-@ops.custom_gradient
-def _similarity(x, g):
-    """`sum(x * g, axis=-1)` for x (N, P, G, C/G) and g (N, 1, G, C/G), by halving.
+def _dot_over_channels(a, b, data_format="channels_last"):
+    """`sum(a * b, axis=-1)` by halving; the channels_last view's channel axis."""
+    return ops.squeeze(_halving_sum(a, b, -1), axis=-1)
 
-    Its gradient takes `dg` as a contraction over positions: as a reduction
-    of a product with a trailing size-1 axis, YNNPACK runs it many times slower.
+
+def _centred_sum_over_positions(view, offset, weights, data_format="channels_last"):
+    """`sge.sum_over_positions((view - offset) * weights, 1)` for the (N, P, G, C) view.
+
+    Each block of positions (as `sge.sum_over_positions` blocks them) is
+    halved with the product formed in its first step, so the product is never
+    stored; the block sums then go to `sge.sum_over_positions`.
     """
+    size = view.shape[1]
+    if not isinstance(size, int) or size <= sge.BLOCK_SIZE:
+        return sge.centred_sum_over_positions(view, offset, weights, data_format)
+    block = sge.largest_divisor(size, sge.BLOCK_SIZE)
 
-    def gradient(upstream):
-        d_g = ops.expand_dims(ops.einsum("npgc,npg->ngc", x, upstream), 1)
-        return ops.expand_dims(upstream, -1) * g, d_g
+    def blocks(tensor):
+        return ops.reshape(tensor, (-1, size // block, block, *tensor.shape[2:]))
 
-    return _dot_over_last_axis(x, g), gradient
-
-
-@ops.custom_gradient
-def _scale_channels(x, gate):
-    """`x * gate[..., None]`, whose gradient sums `dy * x` by halving too."""
-
-    def gradient(upstream):
-        return upstream * ops.expand_dims(gate, -1), _dot_over_last_axis(upstream, x)
-
-    return x * ops.expand_dims(gate, -1), gradient
+    offset = None if offset is None else ops.expand_dims(offset, 1)
+    sums = ops.squeeze(_halving_sum(blocks(view), blocks(weights), 2, offset), axis=2)
+    return sge.sum_over_positions(sums, 1)
 
 
-def _dot_over_last_axis(a, b):
-    """`sum(a * b, axis=-1)` by repeated halving (first half plus second half).
+def _halving_sum(a, b, axis, offset=None):
+    """`sum((a - offset) * b, axis, keepdims=True)` by repeated halving along `axis`.
 
-    The first step multiplies as it adds, so `a * b` is never stored; an odd
-    middle element is set aside and added at the end.
+    First half plus second half, an odd last element set aside and added at
+    the end; the first step multiplies as it adds, so the product is never
+    stored, and XLA fuses all the steps into one element-wise loop. `offset`
+    None: `a * b`.
     """
-    size, total, remainder = a.shape[-1], None, None
+    axis %= len(a.shape)
+    size, total, remainder = a.shape[axis], None, None
 
     def part(start, stop):
-        # A slice of a * b before the first step, of the running sum after.
-        if total is None:
-            return a[..., start:stop] * b[..., start:stop]
-        return total[..., start:stop]
+        # A slice of the product before the first step, of the running sum after.
+        index = (slice(None),) * axis + (slice(start, stop),)
+        if total is not None:
+            return total[index]
+        return (a[index] if offset is None else a[index] - offset) * b[index]
 
     while size > 1:
         half = size // 2
         if size % 2:
-            middle = part(half, half + 1)
+            middle = part(size - 1, size)
             remainder = middle if remainder is None else remainder + middle
-        total = part(0, half) + part(size - half, size)
+        total = part(0, half) + part(half, 2 * half)
         size = half
     total = part(0, 1)
-    if remainder is not None:
-        total = total + remainder
-    return ops.squeeze(total, axis=-1)
+    return total if remainder is None else total + remainder

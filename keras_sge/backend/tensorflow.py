@@ -1,13 +1,18 @@
-"""SGE kernel for TensorFlow: the definition compiled with XLA inside graphs.
+"""SGE kernel for TensorFlow: a hand-derived backward pass, both passes under XLA in graphs.
 
 Works around, in a traced function (`model.fit`, `predict`: Keras turns XLA
 off on machines with only CPUs): TensorFlow's graph kernels write each product
 of the definition out in full and broadcast slowly along a group's trailing
-channels. The kernel runs the definition compiled with XLA, which fuses them,
-inside the surrounding graph (inside a function already compiled with XLA it
-is simply part of that compilation).
-Eagerly (where compiling each new shape would cost more than it saves) the
-definition runs as it stands: its blocked sums over positions are as precise.
+channels; and autodiff of the definition, even compiled with XLA, writes
+input-sized intermediates (through the centring `x - g` and the blocked sums),
+and the function compiled around it hands the grouped view on to its gradient
+as a copy. Here a `tf.custom_gradient` in the surrounding graph calls two
+functions compiled with XLA, the forward pass and the hand-derived backward
+pass of `keras_sge.ops.sge.gated_backward`; both read x from the graph, and
+only the small statistics (group means, similarity, gate, std) pass between
+them. Inside a function already compiled with XLA they are part of that
+compilation. Eagerly (where compiling each new shape would cost more than it
+saves) the same two passes run without XLA.
 Measured: "Numbers on a 2-core CPU" and "Precision" in docs/performance.md.
 Still needed? `python -m benchmarks.compare_backends --backends tensorflow
 --layer-only` with and without KERAS_SGE_PLAIN=1.
@@ -16,21 +21,64 @@ Still needed? `python -m benchmarks.compare_backends --backends tensorflow
 from __future__ import annotations
 
 import tensorflow as tf
+from keras import ops
 
 from keras_sge.ops import sge
-
-# The definition compiled with XLA; tf.function traces it once per input
-# signature and static argument (groups, epsilon, data_format, normalize).
-_definition_with_xla = tf.function(sge.definition, jit_compile=True)
 
 
 def spatial_group_enhance(
     x, gamma, beta, *, groups, epsilon=1e-5, data_format="channels_last", normalize=True
 ):
-    """The op: the definition under XLA in a graph, as it stands eagerly."""
-    arguments = dict(groups=groups, epsilon=epsilon, data_format=data_format, normalize=normalize)
-    if not tf.executing_eagerly():
-        # Tensors, not Keras variables, cross into the compiled function.
-        gamma, beta = tf.convert_to_tensor(gamma), tf.convert_to_tensor(beta)
-        return _definition_with_xla(x, gamma, beta, **arguments)
-    return sge.definition(x, gamma, beta, **arguments)
+    """The op with a hand-derived backward pass; each pass under XLA in a graph."""
+    settings = (groups, float(epsilon), data_format, normalize)
+    compiled = not tf.executing_eagerly()
+    forward, backward = (
+        (_forward_with_xla, _backward_with_xla) if compiled else (_forward, _backward)
+    )
+    # Tensors, not Keras variables, enter the custom gradient.
+    gamma, beta = (tf.cast(tf.convert_to_tensor(w), "float32") for w in (gamma, beta))
+
+    @tf.custom_gradient
+    def gated(x, gamma, beta):
+        y, statistics = forward(x, gamma, beta, settings)
+
+        def gradient(upstream):
+            return backward(upstream, x, gamma, statistics, settings)
+
+        return y, gradient
+
+    return gated(x, gamma, beta)
+
+
+def _forward(x, gamma, beta, settings):
+    """`(y, statistics)` of `sge.gated_forward` on the grouped view of x."""
+    groups, epsilon, data_format, normalize = settings
+    y, statistics = sge.gated_forward(
+        sge.grouped_view(x, groups, data_format),
+        gamma,
+        beta,
+        epsilon=epsilon,
+        normalize=normalize,
+        data_format=data_format,
+    )
+    return ops.cast(ops.reshape(y, ops.shape(x)), x.dtype), statistics
+
+
+def _backward(upstream, x, gamma, statistics, settings):
+    """`(dx, d_gamma, d_beta)` of `sge.gated_backward` on the grouped views."""
+    groups, epsilon, data_format, normalize = settings
+    d_view, d_gamma, d_beta = sge.gated_backward(
+        sge.grouped_view(upstream, groups, data_format),
+        sge.grouped_view(x, groups, data_format),
+        gamma,
+        statistics,
+        epsilon=epsilon,
+        normalize=normalize,
+        data_format=data_format,
+    )
+    return ops.cast(ops.reshape(d_view, ops.shape(x)), x.dtype), d_gamma, d_beta
+
+
+# tf.function traces each once per input signature and `settings`.
+_forward_with_xla = tf.function(_forward, jit_compile=True)
+_backward_with_xla = tf.function(_backward, jit_compile=True)

@@ -349,7 +349,7 @@ def sum_over_positions(tensor, axis: int):
     size = tensor.shape[axis]
     if _torch_eager() or not isinstance(size, int) or size <= BLOCK_SIZE:
         return ops.sum(tensor, axis=axis, keepdims=True)
-    block = _largest_divisor(size, BLOCK_SIZE)
+    block = largest_divisor(size, BLOCK_SIZE)
     if block > 1:
         shape = ops.shape(tensor)
         blocks = (*shape[:axis], size // block, block, *shape[axis + 1 :])
@@ -377,7 +377,7 @@ def _torch_eager() -> bool:
     return not torch.compiler.is_compiling()
 
 
-def _largest_divisor(size: int, limit: int) -> int:
+def largest_divisor(size: int, limit: int) -> int:
     """The largest divisor of `size` that is at most `limit`."""
     return next(d for d in range(min(size, limit), 0, -1) if size % d == 0)
 
@@ -419,3 +419,121 @@ def gated_by_similarity_matmul(view, gamma, beta, similarity, epsilon, normalize
         axis=2,
     )
     return view * ops.expand_dims(gate, 2)
+
+
+# --- A hand-derived backward pass, for the backend kernels ------------------------
+#
+# On the grouped view (positions axis 1 of (N, P, G, C), or 3 of (N, G, C, P)),
+# with the per-position tensors s, gate, d_s without the channel axis ((N, P, G)
+# or (N, G, P)): y = x * gate, gate = sigmoid(z), z = s * scale + beta, and
+# s = sum_c((x - g) * g) (or sum_c(x * g) without normalisation). Then
+#     d_z = sum_c(dy * x) * gate * (1 - gate);  d_beta = sum(d_z);
+#     d_scale = sum_p(d_z * s);  with scale = gamma / (std + epsilon),
+#     std = sqrt(sum_p(s^2) / divisor): d_gamma = sum_n(d_scale / (std + epsilon)),
+#     d_s = d_z * scale - d_scale * scale / ((std + epsilon) * std * divisor) * s;
+#     d_g = sum_p(d_s * (x - g)) - g * sum_p(d_s)  (s's two factors g);
+#     dx = d_g / P + d_s * g + dy * gate.
+# Autodiff of the definition differentiates through the centring and the blocked
+# sums instead, writing input-sized intermediates that this does not.
+
+
+def dot_over_channels(a, b, data_format: str):
+    """`sum(a * b)` over the view's channel axis, which it drops."""
+    return ops.sum(a * b, axis=3 if data_format == "channels_last" else 2)
+
+
+def centred_sum_over_positions(view, offset, weights, data_format: str):
+    """`sum_over_positions((view - offset) * weights)`; `offset` None: `view * weights`."""
+    terms = view if offset is None else view - offset
+    return sum_over_positions(terms * weights, position_axis(data_format))
+
+
+def gated_forward(
+    view, gamma, beta, *, epsilon, normalize, data_format, dot_over_channels=dot_over_channels
+) -> tuple:
+    """`view * gate` and the statistics that `gated_backward` needs.
+
+    Args:
+        view: The float32 grouped view.
+        gamma, beta: float32, shape `(groups,)`.
+        epsilon, normalize, data_format: As for `spatial_group_enhance`.
+        dot_over_channels: `f(a, b, data_format)`, the sum of `a * b` over
+            the channel axis (dropped); e.g. a faster one of the backend.
+
+    Returns:
+        `(y, statistics)`, `statistics` a tuple of small tensors (the group
+        mean, the similarity, the gate and the std).
+    """
+    axis, channel_axis = _per_position_axes(data_format)
+    positions, divisor = position_counts(view, position_axis(data_format))
+    g = sum_over_positions(view, position_axis(data_format)) / positions
+    s = dot_over_channels(similarity_terms(view, g, normalize), g, data_format)
+    gamma, beta = _per_group(gamma, data_format), _per_group(beta, data_format)
+    if normalize:
+        std = ops.sqrt(sum_over_positions(ops.square(s), axis) / divisor + VARIANCE_FLOOR)
+        scale = gamma / (std + epsilon)
+    else:
+        std = ops.ones_like(gamma)
+        scale = gamma
+    gate = ops.sigmoid(s * scale + beta)
+    return view * ops.expand_dims(gate, channel_axis), (g, s, gate, std)
+
+
+def gated_backward(
+    upstream,
+    view,
+    gamma,
+    statistics,
+    *,
+    epsilon,
+    normalize,
+    data_format,
+    dot_over_channels=dot_over_channels,
+    centred_sum_over_positions=centred_sum_over_positions,
+) -> tuple:
+    """The gradients of `gated_forward`'s `y` in the view, gamma and beta.
+
+    Args:
+        upstream: The cotangent of `y`, shaped as the view.
+        view, epsilon, normalize, data_format, dot_over_channels: As for
+            `gated_forward`.
+        gamma: float32, shape `(groups,)`.
+        statistics: `gated_forward`'s statistics.
+        centred_sum_over_positions: `f(view, offset, weights, data_format)`,
+            the sum over positions of `(view - offset) * weights` (offset
+            None: `view * weights`), keeping the axis, as
+            `sge.centred_sum_over_positions`; e.g. a faster one of the backend.
+
+    Returns:
+        `(d_view, d_gamma, d_beta)`.
+    """
+    g, s, gate, std = statistics
+    axis, channel_axis = _per_position_axes(data_format)
+    positions, divisor = position_counts(view, position_axis(data_format))
+    gamma = _per_group(gamma, data_format)
+    d_z = dot_over_channels(upstream, view, data_format) * gate * (1.0 - gate)
+    d_beta = ops.sum(sum_over_positions(d_z, axis), axis=(0, axis))
+    d_scale = sum_over_positions(d_z * s, axis)
+    if normalize:
+        inverse = 1.0 / (std + epsilon)
+        d_gamma = ops.sum(d_scale * inverse, axis=(0, axis))
+        d_s = d_z * (gamma * inverse) - (d_scale * gamma * inverse * inverse / (std * divisor)) * s
+    else:
+        d_gamma = ops.sum(d_scale, axis=(0, axis))
+        d_s = d_z * gamma
+    d_s_view = ops.expand_dims(d_s, channel_axis)
+    d_g = centred_sum_over_positions(view, g if normalize else None, d_s_view, data_format)
+    if normalize:
+        d_g = d_g - g * ops.expand_dims(sum_over_positions(d_s, axis), channel_axis)
+    d_view = d_g / positions + d_s_view * g + upstream * ops.expand_dims(gate, channel_axis)
+    return d_view, d_gamma, d_beta
+
+
+def _per_position_axes(data_format: str) -> tuple:
+    """The positions axis of the per-position tensors, and the view's channel axis."""
+    return (1, 3) if data_format == "channels_last" else (2, 2)
+
+
+def _per_group(parameter, data_format: str):
+    """gamma or beta `(groups,)`, shaped to broadcast against the per-position tensors."""
+    return parameter if data_format == "channels_last" else ops.expand_dims(parameter, -1)

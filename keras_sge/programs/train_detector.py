@@ -3,7 +3,7 @@
 With no arguments: the classification demo trains an SGE-ResNet18 (2 epochs,
 into <output-dir>/backbone/), which starts the backbone of a RetinaNet trained
 on the offline demo detection set (64 px, 2 epochs), then COCO AP on its
-held-out images; about 10 minutes on a 2-core CPU:
+held-out images; about 4 minutes on a 2-core CPU:
 
     python applications/train_detector.py --output-dir runs/demo_detector
 

@@ -72,7 +72,9 @@ def select_kernels(backend: str, plain: bool = False) -> dict[str, Callable]:
     elif backend == "torch":
         from keras_sge.backend import torch
 
-        kernels["channels_first"] = torch.spatial_group_enhance_channels_first
         if torch.on_cpu():
-            kernels["channels_last"] = torch.spatial_group_enhance_channels_last
+            kernels = {
+                "channels_last": torch.spatial_group_enhance_channels_last,
+                "channels_first": torch.spatial_group_enhance_channels_first,
+            }
     return kernels

@@ -17,14 +17,15 @@ def on_cpu() -> bool:
     return not torch.cuda.is_available()
 
 
-# --- channels_first --------------------------------------------------------------
+# --- channels_first, on the CPU --------------------------------------------------
 #
-# Works around: eager torch runs the similarity `sum(x * g)` over the middle
+# Works around: on the CPU, eager torch runs the similarity `sum(x * g)` over the middle
 # axis of the (N, G, C/G, H*W) view as a multiply that writes an input-sized
 # product and a strided reduction that reads it back, and autodiff does the
 # same again. The batched (1 x C/G) @ (C/G x H*W) matmul reads x once, and its
 # autodiff gradient is two matmuls.
-# Measured: "Numbers on a 2-core CPU" in docs/performance.md.
+# Measured: "Numbers on a 2-core CPU" in docs/performance.md; on a GPU, where eager
+# torch is bound by dispatch, the definition was faster ("GPU" there).
 # Still needed? `python -m benchmarks.compare_backends --backends torch --layer-only
 # --data-format channels_first` with and without KERAS_SGE_PLAIN=1.
 

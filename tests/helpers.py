@@ -9,6 +9,7 @@ import sys
 from types import ModuleType
 
 import keras
+import numpy as np
 
 import keras_sge
 
@@ -89,6 +90,17 @@ def load_program(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def finite_differences(loss, value, step=1e-6):
+    """Central differences of the scalar `loss` at float64 `value`, element by element."""
+    grad = np.zeros_like(value)
+    for index in np.ndindex(value.shape):
+        plus, minus = value.copy(), value.copy()
+        plus[index] += step
+        minus[index] -= step
+        grad[index] = (loss(plus) - loss(minus)) / (2 * step)
+    return grad
 
 
 def tiny_model(input_shape, num_classes, batch_norm=True):

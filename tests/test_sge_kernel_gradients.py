@@ -14,7 +14,7 @@ import pytest
 
 from keras_sge import backend
 from keras_sge.ops.sge import definition
-from tests.helpers import BACKEND
+from tests.helpers import BACKEND, finite_differences
 from tests.reference import sge_reference
 from tests.test_sge_precision import FORMATS, KERNEL_MODES, op_outputs
 
@@ -28,17 +28,6 @@ KERNELS = {
 MODES = sorted(
     {*KERNEL_MODES, "eager", "compiled"} - ({"compiled"} if BACKEND == "torch" else set())
 )
-
-
-def _finite_differences(loss, value, step=1e-6):
-    """Central differences of the scalar `loss` at float64 `value`."""
-    grad = np.zeros_like(value)
-    for index in np.ndindex(value.shape):
-        plus, minus = value.copy(), value.copy()
-        plus[index] += step
-        minus[index] -= step
-        grad[index] = (loss(plus) - loss(minus)) / (2 * step)
-    return grad
 
 
 @pytest.mark.parametrize("spatial", [(3, 4), (6, 7)])
@@ -61,9 +50,9 @@ def test_kernel_gradients_match_finite_differences(data_format, mode, normalize,
         return np.sum(y * dy)
 
     expected = [
-        _finite_differences(lambda v: loss(v, gamma, beta), x),
-        _finite_differences(lambda v: loss(x, v, beta), gamma),
-        _finite_differences(lambda v: loss(x, gamma, v), beta),
+        finite_differences(lambda v: loss(v, gamma, beta), x),
+        finite_differences(lambda v: loss(x, v, beta), gamma),
+        finite_differences(lambda v: loss(x, gamma, v), beta),
     ]
     for name, got, want in zip(("x", "gamma", "beta"), grads, expected):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=5e-5, err_msg=name)

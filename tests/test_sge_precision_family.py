@@ -27,6 +27,10 @@ from tests.test_sge_precision import (
 torch = pytest.importorskip("torch")
 
 SEEDS = range(6)
+# JAX runs eagerly op by op, compiling each op for each new shape (3-5 s a
+# case on a CPU): its eager pass takes the first seeds (the 112x112 case among
+# them); its compiled pass and the TF and torch passes take every seed.
+JAX_EAGER_SEEDS = 2
 # Sides drawn per seed; 112 only once, as it costs most.
 SIDES = (7, 14, 28, 56)
 
@@ -58,17 +62,18 @@ def family_case(seed: int):
 
 @pytest.fixture(scope="module")
 def family():
-    """The cases, their float64 outputs, and the authors' float32 pooled error."""
+    """The cases, their float64 outputs, and the authors' float32 outputs."""
     cases = [family_case(seed) for seed in SEEDS]
     wants = [authors_outputs(*case, torch.float64) for case in cases]
-    gots = [authors_outputs(*case, torch.float32) for case in cases]
-    return cases, wants, pooled_errors(gots, wants)
+    return cases, wants, [authors_outputs(*case, torch.float32) for case in cases]
 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("data_format", FORMATS)
 def test_family_as_close_to_float64_as_the_authors_float32(family, data_format, mode):
-    cases, wants, authors = family
+    count = JAX_EAGER_SEEDS if (BACKEND, mode) == ("jax", "eager") else len(SEEDS)
+    cases, wants, authors = (values[:count] for values in family)
+    authors = pooled_errors(authors, wants)
     gots = [
         op_outputs(spatial_group_enhance, x, gamma, beta, dy, groups, data_format, mode)
         for x, gamma, beta, dy, groups in cases

@@ -10,7 +10,7 @@ import pytest
 from keras import ops
 
 from keras_sge.layers import SpatialGroupEnhance
-from tests.helpers import BACKEND, BACKENDS, subprocess_env
+from tests.helpers import BACKEND, BACKENDS, finite_differences, subprocess_env
 from tests.reference import sge_reference
 
 
@@ -350,16 +350,6 @@ def _gradients(layer, x, upstream):
     return [ops.convert_to_numpy(g) for g in grads]
 
 
-def _finite_difference(f, value, step=1e-6):
-    grad = np.zeros_like(value)
-    for index in np.ndindex(value.shape):
-        plus, minus = value.copy(), value.copy()
-        plus[index] += step
-        minus[index] -= step
-        grad[index] = (f(plus) - f(minus)) / (2 * step)
-    return grad
-
-
 @pytest.mark.parametrize(
     "data_format, groups, normalize, channels",
     [
@@ -388,9 +378,9 @@ def test_gradients_match_finite_differences(rng, data_format, groups, normalize,
 
     gamma, beta = gamma.astype("float64"), beta.astype("float64")
     expected = [
-        _finite_difference(lambda g: loss(g, beta, x), gamma),
-        _finite_difference(lambda b: loss(gamma, b, x), beta),
-        _finite_difference(lambda v: loss(gamma, beta, v), x),
+        finite_differences(lambda g: loss(g, beta, x), gamma),
+        finite_differences(lambda b: loss(gamma, b, x), beta),
+        finite_differences(lambda v: loss(gamma, beta, v), x),
     ]
     for name, got, want in zip(["gamma", "beta", "x"], grads, expected):
         assert np.all(np.abs(want) > 0) if name != "x" else np.any(want != 0)

@@ -52,31 +52,23 @@ def spatial_group_enhance(
 
 def _forward(x, gamma, beta, settings):
     """`(y, statistics)` of `sge.gated_forward` on the grouped view of x."""
-    groups, epsilon, data_format, normalize = settings
-    y, statistics = sge.gated_forward(
-        sge.grouped_view(x, groups, data_format),
-        gamma,
-        beta,
-        epsilon=epsilon,
-        normalize=normalize,
-        data_format=data_format,
-    )
-    return ops.cast(ops.reshape(y, ops.shape(x)), x.dtype), statistics
+    return _on_grouped_views(sge.gated_forward, settings, x, (x,), gamma, beta)
 
 
 def _backward(upstream, x, gamma, statistics, settings):
     """`(dx, d_gamma, d_beta)` of `sge.gated_backward` on the grouped views."""
+    return _on_grouped_views(sge.gated_backward, settings, x, (upstream, x), gamma, statistics)
+
+
+def _on_grouped_views(function, settings, x, tensors, *arguments):
+    """`function` on the grouped views of `tensors` (each of x's shape), with
+    `settings` as keywords; its first output back in x's shape and dtype."""
     groups, epsilon, data_format, normalize = settings
-    d_view, d_gamma, d_beta = sge.gated_backward(
-        sge.grouped_view(upstream, groups, data_format),
-        sge.grouped_view(x, groups, data_format),
-        gamma,
-        statistics,
-        epsilon=epsilon,
-        normalize=normalize,
-        data_format=data_format,
+    views = (sge.grouped_view(tensor, groups, data_format) for tensor in tensors)
+    first, *rest = function(
+        *views, *arguments, epsilon=epsilon, normalize=normalize, data_format=data_format
     )
-    return ops.cast(ops.reshape(d_view, ops.shape(x)), x.dtype), d_gamma, d_beta
+    return (ops.cast(ops.reshape(first, ops.shape(x)), x.dtype), *rest)
 
 
 # tf.function traces each once per input signature and `settings`.

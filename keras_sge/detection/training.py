@@ -27,6 +27,7 @@ from keras_sge.training.run import (
     epoch_callbacks,
     finish_run,
     prepare_output_dir,
+    setting_differences,
 )
 
 
@@ -97,11 +98,7 @@ class DetectorConfig:
         """Settings (other than output_dir/verbose/overwrite) that differ from a
         saved `config.json`'s, as `{field: (mine, saved)}`."""
         mine = json.loads(json.dumps(dataclasses.asdict(self)))  # tuples as saved: lists
-        return {
-            key: (mine[key], saved.get(key))
-            for key in mine
-            if key not in ("output_dir", "verbose", "overwrite") and mine[key] != saved.get(key)
-        }
+        return setting_differences(mine, saved)
 
 
 def _split(config: DetectorConfig, training: bool) -> DetectionSet:

@@ -79,7 +79,11 @@ def parse_args(argv=None) -> DetectorConfig:
     p.add_argument("--seed", type=integer(0), default=0)
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2, help="fit's verbosity")
     p.add_argument(
-        "--overwrite", action="store_true", help="remove an earlier run in --output-dir first"
+        "--overwrite",
+        action="store_true",
+        help="remove an earlier run in --output-dir first; keeps <output-dir>/backbone/, the "
+        "classification demo run that starts the demo's backbone (minutes of training), whose "
+        "finished run is reused as it is: delete it to pretrain again with other settings",
     )
     args = p.parse_args(argv)
     from keras_sge.detection.training import DetectorConfig

@@ -9,6 +9,7 @@ from typing import Any
 
 from keras_sge.applications.registry import MODELS
 from keras_sge.training.distribution import DEFAULT_WORKER_TIMEOUT_S
+from keras_sge.training.run import setting_differences
 
 MIXED_PRECISION = ("none", "bfloat16", "float16")
 SCHEDULES = ("step", "cosine")
@@ -74,9 +75,6 @@ FINETUNE_DEFAULTS: dict[str, Any] = {
     "freeze_backbone_epochs": 1,
     "backbone_lr_multiplier": 0.1,
 }
-
-# Fields that may change between an interrupted run and its resumption.
-_RESUME_INDEPENDENT = ("output_dir", "verbose", "overwrite")
 
 
 @dataclasses.dataclass
@@ -326,9 +324,4 @@ class TrainConfig:
 
     def differences(self, other: TrainConfig) -> dict[str, tuple[Any, Any]]:
         """Fields (other than output_dir/verbose/overwrite) that differ from `other`."""
-        mine, theirs = dataclasses.asdict(self), dataclasses.asdict(other)
-        return {
-            key: (mine[key], theirs[key])
-            for key in mine
-            if key not in _RESUME_INDEPENDENT and mine[key] != theirs[key]
-        }
+        return setting_differences(dataclasses.asdict(self), dataclasses.asdict(other))

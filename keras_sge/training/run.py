@@ -75,6 +75,33 @@ class OutputPaths:
         return paths
 
 
+# Settings that may change between an interrupted run and its resumption.
+RESUME_INDEPENDENT = ("output_dir", "verbose", "overwrite")
+
+
+def setting_differences(mine: dict[str, Any], saved: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """The settings of a run that differ from a saved run's and so forbid a resume.
+
+    Args:
+        mine: this run's settings, `{field: value}`.
+        saved: the saved run's; a field it lacks counts as `None`.
+
+    Returns:
+        `{field: (mine, saved)}` for each field of `mine` outside
+        `RESUME_INDEPENDENT` whose values differ.
+
+    Example:
+
+    >>> setting_differences({"seed": 1, "verbose": 2}, {"seed": 0, "verbose": 0})
+    {'seed': (1, 0)}
+    """
+    return {
+        key: (value, saved.get(key))
+        for key, value in mine.items()
+        if key not in RESUME_INDEPENDENT and value != saved.get(key)
+    }
+
+
 def prepare_output_dir(
     paths: OutputPaths,
     cluster: Cluster,

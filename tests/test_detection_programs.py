@@ -76,8 +76,10 @@ def test_killed_resumed_finished_then_evaluate_and_draw_on_the_demo(tmp_path, ca
     first_row = read_metrics(os.path.join(out, "metrics.csv"))
     assert [row["epoch"] for row in first_row] == [0]
     assert not os.path.exists(os.path.join(out, "model.keras"))
-    with pytest.raises(ValueError, match=r"another configuration \(seed: 1 \(saved: 0\)\)"):
-        _train(tmp_path, "--seed", "1")
+    capsys.readouterr()
+    assert _train(tmp_path, "--seed", "1")[0] == 2
+    refusal = "unfinished run with another configuration (seed: 1 (saved: 0))"
+    assert refusal in capsys.readouterr().err
 
     monkeypatch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end", back_up)
     begin_epoch = AtomicCSVLogger.on_epoch_begin
@@ -104,6 +106,9 @@ def test_killed_resumed_finished_then_evaluate_and_draw_on_the_demo(tmp_path, ca
     stamps = [os.stat(os.path.join(out, name)).st_mtime_ns for name in files]
     assert _train(tmp_path)[0] == 0
     assert "already holds a finished run" in capsys.readouterr().out
+    assert _train(tmp_path, "--seed", "1")[0] == 2
+    refusal = "holds a finished run with another configuration (seed: 1 (saved: 0))"
+    assert refusal in capsys.readouterr().err
     assert begun == [1]  # nothing trained
     assert sorted(os.listdir(out)) == files
     assert [os.stat(os.path.join(out, name)).st_mtime_ns for name in files] == stamps
@@ -263,3 +268,26 @@ def test_detection_program_flags_are_range_checked(program, arguments, message, 
         load_program(program).main(arguments)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_backbone_pretrained_with_other_settings_is_pretrained_again(tmp_path, monkeypatch):
+    """`<output-dir>/backbone/` belongs to the detector run: reused as it is when
+    its settings match, pretrained afresh (not refused) when they do not."""
+    import keras_sge.training
+    from keras_sge.detection.training import DetectorConfig, _demo_backbone
+    from keras_sge.training import RunSettingsMismatchError
+
+    calls = []
+
+    def train(config):
+        calls.append(config)
+        if not config.overwrite and config.seed != 0:
+            raise RunSettingsMismatchError("pretrained with seed 0")
+
+    monkeypatch.setattr(keras_sge.training, "train", train)
+    out = str(tmp_path / "run")
+    for seed in (0, 1):
+        model = _demo_backbone(DetectorConfig(output_dir=out, seed=seed, pretrain_epochs=1))
+        assert model == os.path.join(out, "backbone", "model.keras")
+    assert [(c.seed, c.overwrite) for c in calls] == [(0, False), (1, False), (1, True)]
+    assert {c.output_dir for c in calls} == {os.path.join(out, "backbone")}

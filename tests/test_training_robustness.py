@@ -14,6 +14,7 @@ import pytest
 from keras_sge.training import (
     InsufficientSpaceError,
     RunInProgressError,
+    RunSettingsMismatchError,
     make_schedule,
     read_metrics,
     run_lock,
@@ -244,6 +245,11 @@ def test_a_kill_at_any_write_of_the_finish_never_loses_the_run(tmp_path, monkeyp
     assert "already holds a finished run" in capsys.readouterr().out
     assert _file_states(out) == finished
     assert again.last == json.loads((out / "results.json").read_text())["last"]
+    # One with other settings is refused, naming them, and rewrites nothing either.
+    refusal = r"holds a finished run with another configuration \(seed: 7 \(saved: 0\)\)"
+    with pytest.raises(RunSettingsMismatchError, match=refusal):
+        train(tiny_config(out, epochs=2, steps_per_epoch=1, validation_steps=1, seed=7))
+    assert _file_states(out) == finished
 
 
 @pytest.mark.parametrize("full_at", ["second epoch's end", "finish"])

@@ -22,6 +22,7 @@ from keras_sge.training.distribution import Cluster
 from keras_sge.training.files import run_lock, write_json_atomically
 from keras_sge.training.run import (
     OutputPaths,
+    check_saved_settings,
     complete_ended_run,
     ended,
     epoch_callbacks,
@@ -115,21 +116,25 @@ def _split(config: DetectorConfig, training: bool) -> DetectionSet:
 def _demo_backbone(config: DetectorConfig) -> str:
     """Trains (or finds finished) the classification demo model of the
     detector's backbone and returns its `model.keras`."""
-    from keras_sge.training import TrainConfig, train
+    from keras_sge.training import RunSettingsMismatchError, TrainConfig, train
 
     prefix = "sge_" if config.attention else ""
     folder = os.path.join(config.output_dir, "backbone")
-    train(
-        TrainConfig(
-            dataset="demo",
-            data_dir=config.data_dir,
-            model=f"{prefix}resnet{config.depth}",
-            epochs=config.pretrain_epochs,
-            output_dir=folder,
-            seed=config.seed,
-            verbose=2,
-        )
+    pretraining = TrainConfig(
+        dataset="demo",
+        data_dir=config.data_dir,
+        model=f"{prefix}resnet{config.depth}",
+        epochs=config.pretrain_epochs,
+        output_dir=folder,
+        seed=config.seed,
+        verbose=2,
     )
+    try:
+        train(pretraining)
+    except RunSettingsMismatchError:
+        # Pretrained for other detector settings (before an --overwrite): this
+        # folder belongs to the detector run, so it is pretrained again.
+        train(dataclasses.replace(pretraining, overwrite=True))
     return os.path.join(folder, "model.keras")
 
 
@@ -272,6 +277,7 @@ def train_detector(config: DetectorConfig) -> dict:
         if config.overwrite or not ended(paths):
             _finish(config, paths, _fit(config, paths, cluster, _split(config, training=True)))
         else:
+            check_saved_settings(paths, config.differences, finished=True)
             complete_ended_run(paths, lambda: _finish(config, paths, None))
     with open(paths.results) as f:
         return json.load(f)

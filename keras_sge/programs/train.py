@@ -37,6 +37,7 @@ from keras_sge.training import (
     InsufficientSpaceError,
     NonFiniteLossError,
     RunInProgressError,
+    RunSettingsMismatchError,
     TrainConfig,
     WorkersNotJoinedError,
     is_chief,
@@ -186,21 +187,30 @@ def parse_args(argv=None) -> TrainConfig:
 
 
 # A run's expected failures: the program prints the message, not a traceback.
-RUN_ERRORS = (NonFiniteLossError, RunInProgressError, InsufficientSpaceError, WorkersNotJoinedError)
+RUN_ERRORS = (
+    NonFiniteLossError,
+    RunInProgressError,
+    RunSettingsMismatchError,
+    InsufficientSpaceError,
+    WorkersNotJoinedError,
+)
+# Refusals of the output directory: another run in it, or one with other settings.
+_REFUSALS = (RunInProgressError, RunSettingsMismatchError)
 
 
 def report_run_error(error: Exception) -> int:
     """Prints one of `RUN_ERRORS` to stderr as the programs do; returns the exit code.
 
     Returns:
-        2 for a run already in progress in the output directory, else 1.
+        2 where the output directory was refused (a run in progress there, or
+        a run with other settings), else 1.
     """
     if isinstance(error, NonFiniteLossError):
         print(f"\n{error}", file=sys.stderr)
         return 1
     message = error.strerror if isinstance(error, InsufficientSpaceError) else error
     print(f"error: {message}", file=sys.stderr)
-    return 2 if isinstance(error, RunInProgressError) else 1
+    return 2 if isinstance(error, _REFUSALS) else 1
 
 
 def main(argv=None) -> int:

@@ -81,9 +81,9 @@ def parse_args(argv=None) -> DetectorConfig:
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="remove an earlier run in --output-dir first; keeps <output-dir>/backbone/, the "
-        "classification demo run that starts the demo's backbone (minutes of training), whose "
-        "finished run is reused as it is: delete it to pretrain again with other settings",
+        help="remove an earlier run in --output-dir first; <output-dir>/backbone/, the "
+        "classification demo run that starts the demo's backbone (minutes of training), is "
+        "reused if it was pretrained with the same settings and pretrained again if not",
     )
     args = p.parse_args(argv)
     from keras_sge.detection.training import DetectorConfig

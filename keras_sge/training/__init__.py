@@ -46,6 +46,7 @@ from keras_sge.training.files import (  # noqa: E402
     run_lock,
     save_model_atomically,
 )
+from keras_sge.training.run import RunSettingsMismatchError  # noqa: E402
 from keras_sge.training.trainer import TrainResult, build_model, train  # noqa: E402
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "RECIPES",
     "InsufficientSpaceError",
     "RunInProgressError",
+    "RunSettingsMismatchError",
     "WorkersNotJoinedError",
     "SGDWithL2",
     "SparseCategoricalCrossentropyWithSmoothing",

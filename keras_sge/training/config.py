@@ -322,6 +322,14 @@ class TrainConfig:
         """The configuration as indented JSON."""
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
-    def differences(self, other: TrainConfig) -> dict[str, tuple[Any, Any]]:
-        """Fields (other than output_dir/verbose/overwrite) that differ from `other`."""
-        return setting_differences(dataclasses.asdict(self), dataclasses.asdict(other))
+    def differences(self, saved: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+        """Fields (other than output_dir/verbose/overwrite) that differ from a saved run's.
+
+        Args:
+            saved: the saved run's `config.json`, without its `derived` entry.
+
+        Returns:
+            `{field: (this value, saved value)}`.
+        """
+        other = dataclasses.asdict(TrainConfig(**saved))
+        return setting_differences(dataclasses.asdict(self), other)

@@ -102,6 +102,49 @@ def setting_differences(mine: dict[str, Any], saved: dict[str, Any]) -> dict[str
     }
 
 
+class RunSettingsMismatchError(ValueError):
+    """The output directory holds a run with other settings than this one's."""
+
+
+def check_saved_settings(
+    paths: OutputPaths,
+    differences: Callable[[dict[str, Any]], dict[str, tuple[Any, Any]]],
+    *,
+    finished: bool,
+) -> None:
+    """Refuses to resume or reuse a run in `paths.root` saved with other settings.
+
+    Args:
+        paths: the run's `OutputPaths`; nothing is checked without its `config.json`.
+        differences: as for `prepare_output_dir`.
+        finished: whether the saved run trained its last epoch (for the message).
+
+    Raises:
+        RunSettingsMismatchError: naming each differing setting, this run's
+            value and the saved one.
+    """
+    if not os.path.exists(paths.config):
+        return
+    with open(paths.config) as f:
+        saved = json.load(f)
+    saved.pop("derived", None)
+    changed = differences(saved)
+    if not changed:
+        return
+    listed = ", ".join(f"{k}: {new!r} (saved: {old!r})" for k, (new, old) in changed.items())
+    if finished:
+        advice = "Pass overwrite=True (--overwrite) to train it again with these settings"
+    else:
+        advice = (
+            "Rerun with the same settings to resume, or pass overwrite=True "
+            "(--overwrite) to start afresh"
+        )
+    raise RunSettingsMismatchError(
+        f"{paths.root} holds {'a finished' if finished else 'an unfinished'} run with another "
+        f"configuration ({listed}). {advice}, or choose another output directory (--output-dir)."
+    )
+
+
 def prepare_output_dir(
     paths: OutputPaths,
     cluster: Cluster,
@@ -122,7 +165,7 @@ def prepare_output_dir(
             settings that must agree for a resume.
 
     Raises:
-        ValueError: the folder holds an unfinished run with other settings.
+        RunSettingsMismatchError: the folder holds an unfinished run with other settings.
     """
     if not cluster.is_chief:
         if overwrite:
@@ -139,20 +182,8 @@ def prepare_output_dir(
     for folder in (paths.root, paths.checkpoints):
         remove_partial_files(folder)
     resume_epoch = check_backup(paths.backup)
-    if resume_epoch and os.path.exists(paths.config):
-        with open(paths.config) as f:
-            saved = json.load(f)
-        saved.pop("derived", None)
-        changed = differences(saved)
-        if changed:
-            listed = ", ".join(
-                f"{k}: {new!r} (saved: {old!r})" for k, (new, old) in changed.items()
-            )
-            raise ValueError(
-                f"{paths.root} holds an unfinished run with another configuration "
-                f"({listed}). Rerun with the same settings to resume, or pass "
-                "overwrite=True (--overwrite) to start afresh."
-            )
+    if resume_epoch:
+        check_saved_settings(paths, differences, finished=False)
     keep_epochs_before(paths.metrics, resume_epoch)
     return resume_epoch
 

@@ -26,6 +26,7 @@ from keras_sge.training.distribution import Cluster, has_accelerator, initialize
 from keras_sge.training.files import AtomicModelCheckpoint, run_lock, write_json_atomically
 from keras_sge.training.run import (
     OutputPaths,
+    check_saved_settings,
     complete_ended_run,
     ended,
     ended_whole,
@@ -286,7 +287,9 @@ def train(
 
     Raises:
         NonFiniteLossError: the training loss became NaN or infinite.
-        FileExistsError: `output_dir` holds a finished run and `overwrite` is off.
+        RunSettingsMismatchError: `output_dir` holds a run with other settings
+            and `overwrite` is off (a finished run with the same settings is
+            returned as it is).
         RunInProgressError: another process is training in `output_dir`.
 
     Example:
@@ -309,8 +312,10 @@ def train(
 def _end_of_ended_run(
     config: TrainConfig, paths: OutputPaths, cluster: Cluster, model_fn: ModelFn | None
 ) -> TrainResult:
-    """`train` of a run that trained its last epoch: the chief finishes it if a
-    kill interrupted its finish; returns its result without training again."""
+    """`train` of a run that trained its last epoch with the same settings: the
+    chief finishes it if a kill interrupted its finish; returns its result
+    without training again."""
+    check_saved_settings(OutputPaths(paths.root), config.differences, finished=True)
     if cluster.is_chief:
         complete_ended_run(paths, lambda: _finish(paths, config, model_fn))
     shared = OutputPaths(paths.root)
@@ -370,7 +375,7 @@ def _train_in(
             paths,
             cluster,
             overwrite=config.overwrite,
-            differences=lambda saved: config.differences(TrainConfig(**saved)),
+            differences=config.differences,
         ),
         "the epoch to resume from",
     )

@@ -50,6 +50,10 @@ class CompareConfig:
         training: Time network training steps too.
         torch_reference: Time the plain-PyTorch network on the torch backend.
         torch_compile: Use `torch.compile` on the torch backend.
+        with_definition: Also time the layer and SGE-ResNet with the
+            definition in place of the backend kernels
+            (`keras_sge.backend.definition_only`), in the same alternating
+            rounds as with them.
         warmup: Untimed calls before each measurement.
         repeats: Timed calls per measurement (medians are reported).
         min_seconds: Minimum time per measurement.
@@ -71,6 +75,7 @@ class CompareConfig:
     training: bool = True
     torch_reference: bool = True
     torch_compile: bool = False
+    with_definition: bool = False
     warmup: int = 2
     repeats: int = 5
     min_seconds: float = 0.0
@@ -185,6 +190,7 @@ def _run_backend(config: CompareConfig, backend: str, create_weights: bool) -> d
         training=config.training,
         torch_reference=config.torch_reference,
         torch_compile=config.torch_compile,
+        with_definition=config.with_definition,
         warmup=config.warmup,
         repeats=config.repeats,
         min_seconds=config.min_seconds,

@@ -8,6 +8,7 @@ Examples:
     python -m benchmarks.compare_backends --quick
     python -m benchmarks.compare_backends --layer-only
     python -m benchmarks.compare_backends --backends jax torch --batch-size 16
+    python -m benchmarks.compare_backends --with-definition --batch-size 8
 """
 
 from __future__ import annotations
@@ -74,6 +75,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-training", action="store_true", help="skip training steps")
     parser.add_argument("--no-torch-reference", action="store_true")
     parser.add_argument("--torch-compile", action="store_true")
+    parser.add_argument(
+        "--with-definition",
+        action="store_true",
+        help="also time the layer and SGE-ResNet with SGE's definition in place of "
+        "the backend kernels, alternating with them in one process",
+    )
     parser.add_argument("--warmup", type=int)
     parser.add_argument("--repeats", type=int)
     parser.add_argument(
@@ -118,6 +125,7 @@ def main(argv=None) -> int:
         training=not args.no_training,
         torch_reference=not args.no_torch_reference,
         torch_compile=args.torch_compile,
+        with_definition=args.with_definition,
         seed=args.seed,
         **overrides,
     )

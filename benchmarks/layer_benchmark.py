@@ -8,7 +8,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from benchmarks.timing import compile_function, time_function
+from benchmarks.timing import compile_function, run_definition_only, time_alternating, time_function
 
 
 def forward_function(layer: keras.layers.Layer, torch_compile: bool = False) -> Callable:
@@ -115,6 +115,7 @@ def benchmark_layer(
     repeats: int = 20,
     min_seconds: float = 0.0,
     torch_compile: bool = False,
+    with_definition: bool = False,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Times `layer` forward and forward+backward next to `x * x`.
@@ -130,13 +131,17 @@ def benchmark_layer(
         repeats: Timed calls per measurement; the median is reported.
         min_seconds: Minimum time spent on each measurement.
         torch_compile: Use `torch.compile` on the torch backend.
+        with_definition: Also time the layer with SGE's definition in place
+            of the backend kernels (`keras_sge.backend.definition_only`),
+            each pass alternating with the kernels' in the same rounds.
         seed: Seed of the random input.
 
     Returns:
         A dict with `multiply`, `forward` and `forward_backward` timings
         (each a dict with `median_s`, `min_s`, `repeats`) and the ratios
         `forward_ratio` and `forward_backward_ratio` of the medians to the
-        multiply's median.
+        multiply's median; with `with_definition`, also `definition`: the
+        same timings and ratios of the definition.
 
     Example:
 
@@ -158,16 +163,32 @@ def benchmark_layer(
     multiply = time_function(
         compile_function(lambda t: t * t, torch_compile=torch_compile), x, **timed
     )
-    forward = time_function(forward_function(layer, torch_compile), x, **timed)
-    forward_backward = time_function(
-        forward_backward_function(layer, torch_compile), x, dy, **timed
-    )
-    return {
+    passes = {
+        "forward": (forward_function, (x,)),
+        "forward_backward": (forward_backward_function, (x, dy)),
+    }
+    variants = ("kernel", "definition") if with_definition else ("kernel",)
+    timings = {variant: {} for variant in variants}
+    for name, (build, arguments) in passes.items():
+        # Each variant compiles a function of its own, traced on its first call.
+        calls = {"kernel": (build(layer, torch_compile), arguments)}
+        if with_definition:
+            calls["definition"] = (run_definition_only(build(layer, torch_compile)), arguments)
+        for variant, timing in time_alternating(calls, **timed).items():
+            timings[variant][name] = timing
+
+    def summary(timed_passes):
+        return {
+            **{name: timing.to_dict() for name, timing in timed_passes.items()},
+            **{f"{name}_ratio": t.median / multiply.median for name, t in timed_passes.items()},
+        }
+
+    result = {
         "input_shape": list(input_shape),
         "dtype": dtype,
         "multiply": multiply.to_dict(),
-        "forward": forward.to_dict(),
-        "forward_backward": forward_backward.to_dict(),
-        "forward_ratio": forward.median / multiply.median,
-        "forward_backward_ratio": forward_backward.median / multiply.median,
+        **summary(timings["kernel"]),
     }
+    if with_definition:
+        result["definition"] = summary(timings["definition"])
+    return result

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import keras
 import numpy as np
 
-from benchmarks.timing import time_alternating, time_function
+from benchmarks.timing import run_definition_only, time_alternating, time_function
 
 
 def compile_for_training(model: keras.Model, torch_compile: bool = False) -> None:
@@ -60,6 +61,7 @@ def benchmark_keras_models(
     min_seconds: float = 0.0,
     training: bool = True,
     torch_compile: bool = False,
+    definition: Collection[str] = (),
 ) -> dict[str, dict[str, Any]]:
     """Measures the throughput of several compiled models in alternating calls.
 
@@ -77,6 +79,10 @@ def benchmark_keras_models(
         min_seconds: Minimum time spent on each measurement.
         training: Also time the training step.
         torch_compile: On the torch backend, compile with `torch.compile`.
+        definition: Names of models whose calls run SGE as its definition
+            (`keras_sge.backend.definition_only`) instead of the backend
+            kernels; give them models of their own, whose functions are
+            first traced there.
 
     Returns:
         Name -> a dict with `inference` (and `training`) timings, each with
@@ -92,9 +98,14 @@ def benchmark_keras_models(
     kinds = {"inference": lambda model: (model.predict_on_batch, (x,))}
     if training:
         kinds["training"] = lambda model: (model.train_on_batch, (x, y))
+
+    def call(kind, name):
+        function, arguments = kinds[kind](models[name])
+        return (run_definition_only(function) if name in definition else function), arguments
+
     results = {name: {} for name in models}
-    for kind, call in kinds.items():
-        timings = time_alternating({name: call(m) for name, m in models.items()}, **timed)
+    for kind in kinds:
+        timings = time_alternating({name: call(kind, name) for name in models}, **timed)
         for name, timing in timings.items():
             results[name][kind] = dict(timing.to_dict(), images_per_s=batch / timing.median)
     return results

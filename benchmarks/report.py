@@ -56,19 +56,27 @@ def format_table(report: dict[str, Any]) -> str:
         if r.get("error"):
             lines += ["", f"{r['backend']} error:", r["error"]]
 
-    layer_rows = [
-        [
-            r["backend"],
-            "x".join(str(d) for d in r["layer"]["input_shape"]),
-            _ms(r["layer"]["multiply"]),
-            _ms(r["layer"]["forward"]),
-            f"{r['layer']['forward_ratio']:.2f}x",
-            _ms(r["layer"]["forward_backward"]),
-            f"{r['layer']['forward_backward_ratio']:.2f}x",
+    layer_rows = []
+    for r in ok:
+        if "layer" not in r:
+            continue
+        layer = r["layer"]
+        variants = [
+            ("", layer),
+            *([(" definition", layer["definition"])] if "definition" in layer else []),
         ]
-        for r in ok
-        if "layer" in r
-    ]
+        for suffix, timings in variants:
+            layer_rows.append(
+                [
+                    r["backend"] + suffix,
+                    "x".join(str(d) for d in layer["input_shape"]),
+                    _ms(layer["multiply"]),
+                    _ms(timings["forward"]),
+                    f"{timings['forward_ratio']:.2f}x",
+                    _ms(timings["forward_backward"]),
+                    f"{timings['forward_backward_ratio']:.2f}x",
+                ]
+            )
     if layer_rows:
         lines += ["", f"SGE layer (groups={config['groups']}), medians; ratios to x * x:"]
         lines += _table(
@@ -77,6 +85,7 @@ def format_table(report: dict[str, Any]) -> str:
         )
 
     model_rows = []
+    definition_column = any("definition_overhead_percent" in r.get("models", {}) for r in ok)
     for r in ok:
         models = r.get("models")
         if not models:
@@ -91,6 +100,9 @@ def format_table(report: dict[str, Any]) -> str:
                     f"{models['sge_overhead_percent'][kind]:+.1f}%",
                 ]
             )
+            if definition_column:
+                overhead = models.get("definition_overhead_percent", {}).get(kind)
+                model_rows[-1].append("-" if overhead is None else f"{overhead:+.1f}%")
     if model_rows:
         first = next(r["models"] for r in ok if r.get("models"))
         lines += [
@@ -98,10 +110,8 @@ def format_table(report: dict[str, Any]) -> str:
             f"ResNet{first['depth']} vs SGE-ResNet{first['depth']}, batch "
             f"{first['batch_size']}, {first['image_size']} px, images/s (median):",
         ]
-        lines += _table(
-            ["backend", "step", f"ResNet{first['depth']}", "SGE-ResNet", "SGE overhead"],
-            model_rows,
-        )
+        header = ["backend", "step", f"ResNet{first['depth']}", "SGE-ResNet", "SGE overhead"]
+        lines += _table(header + ["with definition"] * definition_column, model_rows)
 
     for r in ok:
         reference = r.get("torch_reference")

@@ -129,6 +129,21 @@ def compile_function(fn: Callable, torch_compile: bool = False) -> Callable:
     return fn
 
 
+def run_definition_only(fn: Callable) -> Callable:
+    """`fn` with every call run inside `keras_sge.backend.definition_only()`.
+
+    A compiled function traced on its first call keeps the definition; an
+    eager one runs it on every call.
+    """
+    from keras_sge.backend import definition_only
+
+    def in_definition_only(*args):
+        with definition_only():
+            return fn(*args)
+
+    return in_definition_only
+
+
 def time_function(
     fn: Callable,
     *args: Any,

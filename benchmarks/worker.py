@@ -47,6 +47,8 @@ class WorkerSpec:
         training: Time training steps too.
         torch_reference: On PyTorch, also time the plain-PyTorch network.
         torch_compile: On PyTorch, use `torch.compile`.
+        with_definition: Also time the layer and SGE-ResNet with the
+            definition in place of the backend kernels, alternating with them.
         warmup: Untimed calls before each measurement.
         repeats: Timed calls per measurement.
         min_seconds: Minimum time per measurement.
@@ -66,6 +68,7 @@ class WorkerSpec:
     training: bool = True
     torch_reference: bool = True
     torch_compile: bool = False
+    with_definition: bool = False
     warmup: int = 2
     repeats: int = 5
     min_seconds: float = 0.0
@@ -164,6 +167,7 @@ def _layer_benchmark(spec: WorkerSpec, data_format: str, outputs: dict) -> dict:
         repeats=max(spec.repeats, 5),
         min_seconds=spec.min_seconds,
         torch_compile=spec.torch_compile,
+        with_definition=spec.with_definition,
         seed=spec.seed,
     )
     result["data_format"] = data_format
@@ -200,6 +204,11 @@ def _model_benchmark(spec: WorkerSpec, data_format: str, outputs: dict) -> dict:
     else:
         sge.load_weights(sge_path)
         plain.load_weights(plain_path)
+    models = {"sge_resnet": sge, "resnet": plain}
+    if spec.with_definition:
+        # Its own model, so that its compiled functions are traced with the definition.
+        models["sge_resnet_definition"] = keras.models.clone_model(sge)
+        models["sge_resnet_definition"].set_weights(sge.get_weights())
     logits = sge.predict_on_batch(keras.ops.convert_to_tensor(images))
     outputs["sge_resnet"] = np.asarray(keras.ops.convert_to_numpy(logits), "float32")
 
@@ -209,6 +218,7 @@ def _model_benchmark(spec: WorkerSpec, data_format: str, outputs: dict) -> dict:
         min_seconds=spec.min_seconds,
         training=spec.training,
         torch_compile=spec.torch_compile,
+        definition=("sge_resnet_definition",) if spec.with_definition else (),
     )
     results = {
         "depth": spec.depth,
@@ -216,16 +226,19 @@ def _model_benchmark(spec: WorkerSpec, data_format: str, outputs: dict) -> dict:
         "image_size": int(images.shape[2] if data_format == "channels_last" else images.shape[3]),
         "data_format": data_format,
         # In alternating calls, so that the overhead sees one load.
-        **benchmark_keras_models({"sge_resnet": sge, "resnet": plain}, images, labels, **timed),
+        **benchmark_keras_models(models, images, labels, **timed),
     }
-    results["sge_overhead_percent"] = {
-        kind: 100.0
-        * (
-            results["resnet"][kind]["images_per_s"] / results["sge_resnet"][kind]["images_per_s"]
-            - 1.0
-        )
-        for kind in results["sge_resnet"]
-    }
+
+    def overhead_percent(name):
+        return {
+            kind: 100.0
+            * (results["resnet"][kind]["images_per_s"] / results[name][kind]["images_per_s"] - 1.0)
+            for kind in results[name]
+        }
+
+    results["sge_overhead_percent"] = overhead_percent("sge_resnet")
+    if spec.with_definition:
+        results["definition_overhead_percent"] = overhead_percent("sge_resnet_definition")
     return results
 
 

@@ -68,6 +68,39 @@ def test_benchmark_layer_reports_ratios():
     )
 
 
+@pytest.fixture
+def definition_calls(monkeypatch):
+    """Counts the calls of SGE's definition (the kernel switch looks it up per call)."""
+    from keras_sge.ops import sge
+
+    calls = []
+    definition = sge.definition
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return definition(*args, **kwargs)
+
+    monkeypatch.setattr(sge, "definition", counted)
+    return calls
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_benchmark_layer_times_the_definition_beside_the_kernel(definition_calls, data_format):
+    # On the CPU every backend has a kernel for both layouts: only the
+    # definition variant runs the definition.
+    shape = (2, 8, 8, 32) if data_format == "channels_last" else (2, 32, 8, 8)
+    layer = SpatialGroupEnhance(8, data_format=data_format)
+    benchmarks.benchmark_layer(layer, shape, warmup=1, repeats=2)
+    assert not definition_calls
+    result = benchmarks.benchmark_layer(layer, shape, warmup=1, repeats=2, with_definition=True)
+    assert definition_calls
+    for key in ("forward", "forward_backward"):
+        assert result["definition"][key]["repeats"] == 2
+        assert result["definition"][f"{key}_ratio"] == pytest.approx(
+            result["definition"][key]["median_s"] / result["multiply"]["median_s"]
+        )
+
+
 def test_benchmark_keras_model_trains_and_reports_throughput(rng):
     inputs = keras.Input((8, 8, 16))
     x = SpatialGroupEnhance(4)(inputs)
@@ -179,7 +212,7 @@ def test_quick_config_uses_resnet18_unless_told_otherwise(tmp_path):
     assert benchmarks.quick_config(str(tmp_path), depth=50).depth == 50
 
 
-def test_run_worker_measures_the_networks_and_saves_outputs(tmp_path):
+def test_run_worker_measures_the_networks_and_saves_outputs(tmp_path, definition_calls):
     # Tiny ResNet18 at 64 px (the smallest size whose last stage is 2x2).
     rng = np.random.default_rng(0)
     np.save(tmp_path / worker.LAYER_INPUT, rng.normal(size=(2, 6, 6, 64)).astype("float32"))
@@ -192,6 +225,7 @@ def test_run_worker_measures_the_networks_and_saves_outputs(tmp_path):
         classes=10,
         create_weights=True,
         training=False,
+        with_definition=True,
         warmup=0,
         repeats=1,
     )
@@ -201,9 +235,11 @@ def test_run_worker_measures_the_networks_and_saves_outputs(tmp_path):
     models = result["models"]
     assert models["depth"] == 18 and models["batch_size"] == 2
     assert models["image_size"] == 64
-    for key in ("sge_resnet", "resnet"):
+    for key in ("sge_resnet", "resnet", "sge_resnet_definition"):
         assert models[key]["inference"]["images_per_s"] > 0
     assert set(models["sge_overhead_percent"]) == {"inference"}
+    assert set(models["definition_overhead_percent"]) == {"inference"}
+    assert definition_calls and "definition" in result["layer"]
     with np.load(tmp_path / "outputs.npz") as outputs:
         assert outputs["layer"].shape == (2, 6, 6, 64)
         assert outputs["sge_resnet"].shape == (2, 10)
@@ -239,6 +275,7 @@ def test_compare_backends_program_quick_layer_only(tmp_path):
         "benchmarks.compare_backends",
         "--quick",
         "--layer-only",
+        "--with-definition",
         "--output-dir",
         str(out),
         "--layer-shape",
@@ -265,6 +302,7 @@ def test_compare_backends_program_quick_layer_only(tmp_path):
     )
     assert process.returncode == 0, process.stderr[-3000:]
     assert "SGE layer" in process.stdout and "agreement" in process.stdout
+    assert "jax definition" in process.stdout
     report = json.loads((out / "comparison.json").read_text())
     assert (out / "comparison.png").stat().st_size > 0
     assert [r["status"] for r in report["results"]] == ["ok"] * 3, report["results"]
@@ -274,3 +312,4 @@ def test_compare_backends_program_quick_layer_only(tmp_path):
         assert report["agreement"][result["backend"]]["layer"]["max_abs_diff"] < 1e-5
         assert result["layer"]["input_shape"] in ([2, 8, 8, 64], [2, 64, 8, 8])
         assert result["layer"]["forward_ratio"] > 0
+        assert result["layer"]["definition"]["forward_backward_ratio"] > 0

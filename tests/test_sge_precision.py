@@ -267,6 +267,15 @@ def test_kernels_chosen_once_and_plain_forces_the_definition():
     assert len(KERNELS) == expected
 
 
+def test_definition_only_holds_inside_the_block():
+    selected = {f: backend.kernel(f) for f in FORMATS}
+    with pytest.raises(RuntimeError, match="inside"):
+        with backend.definition_only():
+            assert {backend.kernel(f) for f in FORMATS} == {definition}
+            raise RuntimeError("inside")
+    assert {f: backend.kernel(f) for f in FORMATS} == selected
+
+
 @pytest.mark.skipif(BACKEND == "tensorflow", reason="TensorFlow's kernel runs on every device")
 def test_on_a_gpu_the_switch_picks_the_definition(monkeypatch):
     # On an H200 the JAX and torch kernels measured no faster than the

@@ -104,3 +104,34 @@ def test_finished_settings_are_reused_without_training(tmp_path, monkeypatch):
     assert (tmp_path / "ablation.md").exists() and (tmp_path / "ablation.png").exists()
     with pytest.raises(AssertionError, match="trained"):
         ablation.run_ablation([setting], training.TrainConfig(), str(tmp_path), resume=False)
+
+
+@pytest.mark.backend_independent
+def test_a_finished_setting_is_reused_only_with_its_settings(tmp_path, monkeypatch):
+    import dataclasses
+
+    from keras_sge import training
+
+    def fail(config):
+        raise AssertionError(f"trained {config.output_dir} again")
+
+    monkeypatch.setattr(training, "train", fail)
+    setting = ablation.ablation_grid(
+        groups=(4,), initialization=False, normalization=False, baseline=False
+    )[0]
+    folder = tmp_path / "runs" / "groups4"
+    folder.mkdir(parents=True)
+    saved = _row("groups=4", "sge_resnet50", 4, 0.75)
+    (folder / "ablation_row.json").write_text(json.dumps(saved))
+    trained_with = dataclasses.replace(
+        training.TrainConfig(epochs=3), model="sge_resnet50", groups=4, output_dir=str(folder)
+    )
+    config = {**dataclasses.asdict(trained_with), "derived": {}}
+    (folder / "config.json").write_text(json.dumps(config))
+
+    rows = ablation.run_ablation([setting], training.TrainConfig(epochs=3), str(tmp_path))
+    assert rows == [saved]
+    with pytest.raises(
+        training.RunSettingsMismatchError, match=r"epochs: 5 \(saved: 3\).*--restart"
+    ):
+        ablation.run_ablation([setting], training.TrainConfig(epochs=5), str(tmp_path))

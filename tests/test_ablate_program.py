@@ -61,3 +61,12 @@ def test_ablate_program_on_a_minimal_grid(tmp_path):
         assert json.load(f)["sge_options"] == {"normalize": False}
     assert os.path.getsize(out / "ablation.png") > 1000
     assert "| groups=64,no_norm | sge_resnet50 | 64 |" in done.stdout
+    # The finished row is not reused for another budget: refused, exit 2, nothing retrained.
+    again = command[:]
+    again[again.index("--steps-per-epoch") + 1] = "3"
+    refused = subprocess.run(
+        again, env=subprocess_env(BACKEND), cwd=ROOT, capture_output=True, text=True, timeout=900
+    )
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert "error:" in refused.stderr and "steps_per_epoch: 3 (saved: 2)" in refused.stderr
+    assert "--restart" in refused.stderr

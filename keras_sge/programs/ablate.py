@@ -164,7 +164,12 @@ def run(argv=None) -> list[dict]:
 
 def main(argv=None) -> int:
     """The program: `python -m keras_sge.programs.ablate` or `keras-sge-ablate`."""
-    run(argv)
+    from keras_sge.programs.train import RUN_ERRORS, report_run_error
+
+    try:
+        run(argv)
+    except RUN_ERRORS as error:
+        return report_run_error(error)
     return 0
 
 

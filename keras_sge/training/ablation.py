@@ -16,6 +16,7 @@ import matplotlib
 from matplotlib.figure import Figure
 
 from keras_sge.applications.registry import MODELS, model_spec
+from keras_sge.training.run import OutputPaths, check_saved_settings
 
 # The paper's defaults, around which every other setting changes one knob.
 DEFAULT_GROUPS = 64
@@ -161,7 +162,8 @@ def run_ablation(
     `sge_options`. After each run the tables `ablation.csv` and
     `ablation.md` are rewritten, so an interrupted grid keeps its finished
     rows; with `resume`, settings already finished are read back instead of
-    trained again (and an interrupted run resumes from its last epoch).
+    trained again (and an interrupted run resumes from its last epoch), if
+    they were trained with the same settings.
 
     Args:
         settings: The grid, e.g. from `ablation_grid`.
@@ -173,6 +175,11 @@ def run_ablation(
 
     Returns:
         The table rows (dicts with `TABLE_COLUMNS`), in the settings' order.
+
+    Raises:
+        RunSettingsMismatchError: a setting's folder holds a run trained with
+            other settings (e.g. another budget); rerun with `resume=False`
+            or another `output_dir`.
 
     Example:
 
@@ -188,12 +195,6 @@ def run_ablation(
     for index, setting in enumerate(settings, 1):
         folder = _run_folder(output_dir, setting)
         row_path = os.path.join(folder, _ROW_FILE)
-        if resume and os.path.exists(row_path):
-            with open(row_path) as f:
-                rows.append(json.load(f))
-            log(f"[{index}/{len(settings)}] {setting.key}: finished earlier, reused")
-            continue
-        log(f"[{index}/{len(settings)}] {setting.key}: training in {folder}")
         config = dataclasses.replace(
             base_config,
             model=setting.model,
@@ -202,6 +203,19 @@ def run_ablation(
             output_dir=folder,
             overwrite=not resume,
         )
+        if resume and os.path.exists(row_path):
+            # A row is reused only for the settings it was trained with, as `train` reuses a run.
+            check_saved_settings(
+                OutputPaths(folder),
+                config.differences,
+                finished=True,
+                start_afresh="resume=False (--restart)",
+            )
+            with open(row_path) as f:
+                rows.append(json.load(f))
+            log(f"[{index}/{len(settings)}] {setting.key}: finished earlier, reused")
+            continue
+        log(f"[{index}/{len(settings)}] {setting.key}: training in {folder}")
         result = training.train(config)
         row = {
             "setting": setting.key,

@@ -111,6 +111,7 @@ def check_saved_settings(
     differences: Callable[[dict[str, Any]], dict[str, tuple[Any, Any]]],
     *,
     finished: bool,
+    start_afresh: str = "overwrite=True (--overwrite)",
 ) -> None:
     """Refuses to resume or reuse a run in `paths.root` saved with other settings.
 
@@ -118,6 +119,7 @@ def check_saved_settings(
         paths: the run's `OutputPaths`; nothing is checked without its `config.json`.
         differences: as for `prepare_output_dir`.
         finished: whether the saved run trained its last epoch (for the message).
+        start_afresh: the argument (and flag) that trains it again, for the message.
 
     Raises:
         RunSettingsMismatchError: naming each differing setting, this run's
@@ -133,12 +135,9 @@ def check_saved_settings(
         return
     listed = ", ".join(f"{k}: {new!r} (saved: {old!r})" for k, (new, old) in changed.items())
     if finished:
-        advice = "Pass overwrite=True (--overwrite) to train it again with these settings"
+        advice = f"Pass {start_afresh} to train it again with these settings"
     else:
-        advice = (
-            "Rerun with the same settings to resume, or pass overwrite=True "
-            "(--overwrite) to start afresh"
-        )
+        advice = f"Rerun with the same settings to resume, or pass {start_afresh} to start afresh"
     raise RunSettingsMismatchError(
         f"{paths.root} holds {'a finished' if finished else 'an unfinished'} run with another "
         f"configuration ({listed}). {advice}, or choose another output directory (--output-dir)."

@@ -285,6 +285,27 @@ def test_on_a_gpu_the_switch_picks_the_definition(monkeypatch):
     assert set(backend.select_kernels(BACKEND).values()) == {definition}
 
 
+@pytest.mark.parametrize(
+    "flags, off",
+    [
+        ("", False),
+        ("--xla_cpu_experimental_ynn_fusion_type=", True),
+        ("--xla_cpu_multi_thread_eigen=false --xla_cpu_experimental_ynn_fusion_type= ", True),
+        ("--xla_cpu_experimental_ynn_fusion_type=-individual_dot", False),
+        ("--xla_cpu_experimental_ynn_fusion_type= --xla_cpu_experimental_ynn_fusion_type=x", False),
+        ("--xla_cpu_experimental_ynn_fusion_typo=", False),
+    ],
+)
+def test_the_jax_kernels_give_way_where_the_ynn_fusions_are_off(monkeypatch, flags, off):
+    # The JAX kernels are arranged for XLA:CPU's YNNPACK fusions; without them
+    # the definition ran faster (docs/performance.md).
+    assert jax_backend.ynn_fusions_off(flags) is off
+    if BACKEND == "jax" and jax_backend.on_cpu():
+        monkeypatch.setenv("XLA_FLAGS", flags)
+        chosen = set(backend.select_kernels("jax").values())
+        assert (chosen == {definition}) is off
+
+
 def test_plain_environment_variable_is_read_once_at_import(monkeypatch):
     # The switch reads KERAS_SGE_PLAIN when it is imported, not per call.
     script = (

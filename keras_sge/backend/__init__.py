@@ -104,7 +104,7 @@ def select_kernels(backend: str, plain: bool = False) -> dict[str, Callable]:
     elif backend == "jax":
         from keras_sge.backend import jax
 
-        if jax.on_cpu():
+        if jax.on_cpu() and not jax.ynn_fusions_off():
             kernels = {
                 "channels_last": jax.spatial_group_enhance_channels_last,
                 "channels_first": jax.spatial_group_enhance_channels_first,

@@ -1,11 +1,15 @@
-"""SGE kernels for JAX on the CPU: the definition rearranged for XLA:CPU.
+"""SGE kernels for JAX on the CPU: the definition rearranged for XLA:CPU's YNNPACK fusions.
 
 Both are the same function as `keras_sge.ops.sge.definition`, in
 `keras.ops` on the same float32 grouped view: channels_first with a small
 custom gradient, channels_last with its whole backward pass derived by hand.
+With the YNNPACK fusions switched off (`ynn_fusions_off`) the definition
+ran faster than either, and the switch picks it.
 """
 
 from __future__ import annotations
+
+import os
 
 from keras import ops
 
@@ -17,6 +21,26 @@ def on_cpu() -> bool:
     import jax
 
     return jax.default_backend() == "cpu"
+
+
+def ynn_fusions_off(xla_flags: str | None = None) -> bool:
+    """Whether `XLA_FLAGS` switches XLA:CPU's YNNPACK fusions off.
+
+    That is `--xla_cpu_experimental_ynn_fusion_type=` with an empty list (an
+    experimental flag of jaxlib 0.10-0.11); the kernels here are arranged
+    for those fusions, and without them the definition measured faster.
+
+    Args:
+        xla_flags: The flags to read; `None`: the environment's `XLA_FLAGS`.
+    """
+    flags = os.environ.get("XLA_FLAGS", "") if xla_flags is None else xla_flags
+    values = [
+        flag.partition("=")[2]
+        for flag in flags.split()
+        if flag.partition("=")[0].lstrip("-") == "xla_cpu_experimental_ynn_fusion_type"
+    ]
+    # XLA applies the flags in order: the last one holds.
+    return bool(values) and values[-1] == ""
 
 
 # --- channels_first --------------------------------------------------------------

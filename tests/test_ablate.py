@@ -82,8 +82,13 @@ def test_tables_and_plot(tmp_path):
         assert image.format == "PNG" and image.size[0] > image.size[1]  # two panels
 
 
-@pytest.mark.backend_independent
-def test_finished_settings_are_reused_without_training(tmp_path, monkeypatch):
+@pytest.fixture
+def finished_setting(tmp_path, monkeypatch):
+    """A setting whose row is saved in its folder under tmp_path; training it fails the test.
+
+    Returns:
+        `(setting, folder, saved row)`.
+    """
     from keras_sge import training
 
     def fail(config):
@@ -97,6 +102,14 @@ def test_finished_settings_are_reused_without_training(tmp_path, monkeypatch):
     folder.mkdir(parents=True)
     saved = _row("groups=4", "sge_resnet50", 4, 0.75)
     (folder / "ablation_row.json").write_text(json.dumps(saved))
+    return setting, folder, saved
+
+
+@pytest.mark.backend_independent
+def test_finished_settings_are_reused_without_training(tmp_path, finished_setting):
+    from keras_sge import training
+
+    setting, _, saved = finished_setting
     lines = []
     rows = ablation.run_ablation([setting], training.TrainConfig(), str(tmp_path), log=lines.append)
     assert rows == [saved]
@@ -107,22 +120,12 @@ def test_finished_settings_are_reused_without_training(tmp_path, monkeypatch):
 
 
 @pytest.mark.backend_independent
-def test_a_finished_setting_is_reused_only_with_its_settings(tmp_path, monkeypatch):
+def test_a_finished_setting_is_reused_only_with_its_settings(tmp_path, finished_setting):
     import dataclasses
 
     from keras_sge import training
 
-    def fail(config):
-        raise AssertionError(f"trained {config.output_dir} again")
-
-    monkeypatch.setattr(training, "train", fail)
-    setting = ablation.ablation_grid(
-        groups=(4,), initialization=False, normalization=False, baseline=False
-    )[0]
-    folder = tmp_path / "runs" / "groups4"
-    folder.mkdir(parents=True)
-    saved = _row("groups=4", "sge_resnet50", 4, 0.75)
-    (folder / "ablation_row.json").write_text(json.dumps(saved))
+    setting, folder, saved = finished_setting
     trained_with = dataclasses.replace(
         training.TrainConfig(epochs=3), model="sge_resnet50", groups=4, output_dir=str(folder)
     )

@@ -138,3 +138,7 @@ def test_a_finished_setting_is_reused_only_with_its_settings(tmp_path, finished_
         training.RunSettingsMismatchError, match=r"epochs: 5 \(saved: 3\).*--restart"
     ):
         ablation.run_ablation([setting], training.TrainConfig(epochs=5), str(tmp_path))
+    # An unfinished run (no row yet) with other settings: refused before `train`, naming --restart.
+    (folder / "ablation_row.json").unlink()
+    with pytest.raises(training.RunSettingsMismatchError, match=r"an unfinished run.*--restart"):
+        ablation.run_ablation([setting], training.TrainConfig(epochs=5), str(tmp_path))

@@ -203,14 +203,16 @@ def run_ablation(
             output_dir=folder,
             overwrite=not resume,
         )
-        if resume and os.path.exists(row_path):
-            # A row is reused only for the settings it was trained with, as `train` reuses a run.
+        finished = os.path.exists(row_path)
+        if resume:
+            # A run is resumed, and a row reused, only with the settings it was trained with.
             check_saved_settings(
                 OutputPaths(folder),
                 config.differences,
-                finished=True,
+                finished=finished,
                 start_afresh="resume=False (--restart)",
             )
+        if resume and finished:
             with open(row_path) as f:
                 rows.append(json.load(f))
             log(f"[{index}/{len(settings)}] {setting.key}: finished earlier, reused")

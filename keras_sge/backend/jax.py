@@ -52,9 +52,10 @@ def ynn_fusions_off(xla_flags: str | None = None) -> bool:
 # a batched (1 x C/G) @ (C/G x H*W) matmul on the view, which reads x once; its
 # gradient gives x its share element-wise (fused into the rest of dx), not as
 # the outer-product matmul autodiff would write out.
-# Measured: "Numbers on a 2-core CPU" in docs/performance.md.
-# Still needed? `python -m benchmarks.compare_backends --backends jax --layer-only
-# --data-format channels_first` with and without KERAS_SGE_PLAIN=1.
+# Measured: "Numbers on a 2-core CPU" in docs/performance.md; with the YNNPACK fusions
+# off the definition was as fast or faster ("The kernels inside the network" there).
+# Still needed? `python -m benchmarks.compare_backends --backends jax --with-definition
+# --data-format channels_first` (the layer and the network, kernel and definition in turn).
 
 
 def spatial_group_enhance_channels_first(
@@ -96,9 +97,10 @@ def _similarity_by_matmul(x, g):
 # (the similarity, and the gate's cotangent `<dy, x>`) are halvings, and the
 # sum over positions of `(x - g) * d_s` halves each block of positions with the
 # product formed in the first step: all fused by XLA into element-wise loops.
-# Measured: "Numbers on a 2-core CPU" in docs/performance.md.
-# Still needed? `python -m benchmarks.compare_backends --backends jax --layer-only
-# --data-format channels_last` with and without KERAS_SGE_PLAIN=1.
+# Measured: "Numbers on a 2-core CPU" in docs/performance.md; with the YNNPACK fusions
+# off the definition was as fast or faster ("The kernels inside the network" there).
+# Still needed? `python -m benchmarks.compare_backends --backends jax --with-definition
+# --data-format channels_last` (the layer and the network, kernel and definition in turn).
 
 
 def spatial_group_enhance_channels_last(

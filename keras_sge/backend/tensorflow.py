@@ -15,7 +15,7 @@ compilation. Eagerly (where compiling each new shape would cost more than it
 saves) the same two passes run without XLA.
 Measured: "Numbers on a 2-core CPU" and "Precision" in docs/performance.md.
 Still needed? `python -m benchmarks.compare_backends --backends tensorflow
---layer-only` with and without KERAS_SGE_PLAIN=1.
+--with-definition` (the layer and the network, kernel and definition in turn).
 """
 
 from __future__ import annotations

@@ -26,8 +26,8 @@ def on_cpu() -> bool:
 # autodiff gradient is two matmuls.
 # Measured: "Numbers on a 2-core CPU" in docs/performance.md; on a GPU, where eager
 # torch is bound by dispatch, the definition was faster ("GPU" there).
-# Still needed? `python -m benchmarks.compare_backends --backends torch --layer-only
-# --data-format channels_first` with and without KERAS_SGE_PLAIN=1.
+# Still needed? `python -m benchmarks.compare_backends --backends torch --with-definition
+# --data-format channels_first` (the layer and the network, kernel and definition in turn).
 
 
 def spatial_group_enhance_channels_first(
@@ -57,8 +57,8 @@ def spatial_group_enhance_channels_first(
 # expanded, so it is as precise as the definition.
 # Under `torch.compile` the definition runs (the compiler fuses it).
 # Measured: "Numbers on a 2-core CPU" in docs/performance.md.
-# Still needed? `python -m benchmarks.compare_backends --backends torch --layer-only
-# --data-format channels_last` with and without KERAS_SGE_PLAIN=1.
+# Still needed? `python -m benchmarks.compare_backends --backends torch --with-definition
+# --data-format channels_last` (the layer and the network, kernel and definition in turn).
 
 
 def spatial_group_enhance_channels_last(

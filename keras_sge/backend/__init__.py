@@ -3,7 +3,8 @@
 `kernel(data_format)` returns the function that `keras_sge.ops.spatial_group_enhance`
 runs: a backend kernel from `keras_sge.backend.{tensorflow,jax,torch}` where one
 was measured faster or more precise than the definition on this backend,
-device and data format, else `keras_sge.ops.sge.definition`. Every kernel has
+device and data format (on JAX: with XLA:CPU's default YNNPACK fusions),
+else `keras_sge.ops.sge.definition`. Every kernel has
 the op's signature, `f(x, gamma, beta, *, groups, epsilon, data_format,
 normalize)`, and computes the same function.
 
@@ -83,7 +84,7 @@ def definition_only() -> Iterator[None]:
 
 
 def select_kernels(backend: str, plain: bool = False) -> dict[str, Callable]:
-    """The kernel per data format for `backend` on this machine's devices.
+    """The kernel per data format for `backend` on this machine (devices; on JAX, XLA flags).
 
     Args:
         backend: A Keras backend name.

@@ -16,6 +16,7 @@ import matplotlib
 from matplotlib.figure import Figure
 
 from keras_sge.applications.registry import MODELS, model_spec
+from keras_sge.training.files import write_json_atomically
 from keras_sge.training.run import OutputPaths, check_saved_settings
 
 # The paper's defaults, around which every other setting changes one knob.
@@ -193,8 +194,8 @@ def run_ablation(
         raise ValueError(f"The settings' keys must be unique; received {keys}.")
     rows = []
     for index, setting in enumerate(settings, 1):
+        progress = f"[{index}/{len(settings)}] {setting.key}"
         folder = _run_folder(output_dir, setting)
-        row_path = os.path.join(folder, _ROW_FILE)
         config = dataclasses.replace(
             base_config,
             model=setting.model,
@@ -203,39 +204,14 @@ def run_ablation(
             output_dir=folder,
             overwrite=not resume,
         )
-        finished = os.path.exists(row_path)
-        if resume:
-            # A run is resumed, and a row reused, only with the settings it was trained with.
-            check_saved_settings(
-                OutputPaths(folder),
-                config.differences,
-                finished=finished,
-                start_afresh="resume=False (--restart)",
-            )
-        if resume and finished:
-            with open(row_path) as f:
-                rows.append(json.load(f))
-            log(f"[{index}/{len(settings)}] {setting.key}: finished earlier, reused")
+        row = _finished_row(config) if resume else None
+        if row is not None:
+            rows.append(row)
+            log(f"{progress}: finished earlier, reused")
             continue
-        log(f"[{index}/{len(settings)}] {setting.key}: training in {folder}")
-        result = training.train(config)
-        row = {
-            "setting": setting.key,
-            "model": setting.model,
-            "groups": setting.groups if setting.has_sge else "",
-            "gamma_init": setting.gamma_init if setting.has_sge else "",
-            "beta_init": setting.beta_init if setting.has_sge else "",
-            "normalize": setting.normalize if setting.has_sge else "",
-            "params": result.model.count_params(),
-            "best_val_top1": result.best["val_top1"],
-            "best_val_top5": result.best["val_top5"],
-            "best_epoch": result.best["epoch"],
-            "last_val_top1": result.last["val_top1"],
-            "epochs": len(result.history),
-            "wall_time_s": round(result.wall_time_s, 1),
-        }
-        with open(row_path, "w") as f:
-            json.dump(row, f, indent=2)
+        log(f"{progress}: training in {folder}")
+        row = _table_row(setting, training.train(config))
+        write_json_atomically(os.path.join(folder, _ROW_FILE), row)
         rows.append(row)
         write_tables(rows, output_dir)
         log(f"    top-1 {row['best_val_top1']:.4f} in {row['wall_time_s']} s")
@@ -243,6 +219,46 @@ def run_ablation(
     if rows:
         plot_ablation(rows, os.path.join(output_dir, "ablation.png"))
     return rows
+
+
+def _finished_row(config) -> dict | None:
+    """The saved row of the run in `config.output_dir`, or None if it has not finished.
+
+    A run is resumed, and its row reused, only with the settings it was
+    trained with: otherwise `RunSettingsMismatchError`.
+    """
+    row_path = os.path.join(config.output_dir, _ROW_FILE)
+    finished = os.path.exists(row_path)
+    check_saved_settings(
+        OutputPaths(config.output_dir),
+        config.differences,
+        finished=finished,
+        start_afresh="resume=False (--restart)",
+    )
+    if not finished:
+        return None
+    with open(row_path) as f:
+        return json.load(f)
+
+
+def _table_row(setting: AblationSetting, result) -> dict:
+    """The table row (`TABLE_COLUMNS`) of `setting` from its `TrainResult`."""
+    sge_column = (lambda value: value) if setting.has_sge else (lambda value: "")
+    return {
+        "setting": setting.key,
+        "model": setting.model,
+        "groups": sge_column(setting.groups),
+        "gamma_init": sge_column(setting.gamma_init),
+        "beta_init": sge_column(setting.beta_init),
+        "normalize": sge_column(setting.normalize),
+        "params": result.model.count_params(),
+        "best_val_top1": result.best["val_top1"],
+        "best_val_top5": result.best["val_top5"],
+        "best_epoch": result.best["epoch"],
+        "last_val_top1": result.last["val_top1"],
+        "epochs": len(result.history),
+        "wall_time_s": round(result.wall_time_s, 1),
+    }
 
 
 def write_tables(rows: Sequence[dict], output_dir: str) -> tuple[str, str]:

@@ -493,40 +493,107 @@ def gated_backward(
 ) -> tuple:
     """The gradients of `gated_forward`'s `y` in the view, gamma and beta.
 
+    `similarity_gradient` followed by `view_gradient`.
+
     Args:
         upstream: The cotangent of `y`, shaped as the view.
         view, epsilon, normalize, data_format, dot_over_channels: As for
             `gated_forward`.
         gamma: float32, shape `(groups,)`.
         statistics: `gated_forward`'s statistics.
+        centred_sum_over_positions: As for `view_gradient`.
+
+    Returns:
+        `(d_view, d_gamma, d_beta)`.
+    """
+    d_s, d_gamma, d_beta = similarity_gradient(
+        upstream,
+        view,
+        gamma,
+        statistics,
+        epsilon=epsilon,
+        normalize=normalize,
+        data_format=data_format,
+        dot_over_channels=dot_over_channels,
+    )
+    d_view = view_gradient(
+        upstream,
+        view,
+        statistics,
+        d_s,
+        normalize=normalize,
+        data_format=data_format,
+        centred_sum_over_positions=centred_sum_over_positions,
+    )
+    return d_view, d_gamma, d_beta
+
+
+def similarity_gradient(
+    upstream,
+    view,
+    gamma,
+    statistics,
+    *,
+    epsilon,
+    normalize,
+    data_format,
+    dot_over_channels=dot_over_channels,
+) -> tuple:
+    """The first half of `gated_backward`: the small gradients, in s, gamma and beta.
+
+    Args:
+        As for `gated_backward`.
+
+    Returns:
+        `(d_s, d_gamma, d_beta)`, `d_s` shaped as the similarity.
+    """
+    _, s, gate, std = statistics
+    axis, _ = _per_position_axes(data_format)
+    _, divisor = position_counts(view, position_axis(data_format))
+    gamma = _per_group(gamma, data_format)
+    d_z = dot_over_channels(upstream, view, data_format) * gate * (1.0 - gate)
+    d_beta = ops.sum(sum_over_positions(d_z, axis), axis=(0, axis))
+    d_scale = sum_over_positions(d_z * s, axis)
+    if not normalize:
+        return d_z * gamma, ops.sum(d_scale, axis=(0, axis)), d_beta
+    inverse = 1.0 / (std + epsilon)
+    d_gamma = ops.sum(d_scale * inverse, axis=(0, axis))
+    d_s = d_z * (gamma * inverse) - (d_scale * gamma * inverse * inverse / (std * divisor)) * s
+    return d_s, d_gamma, d_beta
+
+
+def view_gradient(
+    upstream,
+    view,
+    statistics,
+    d_s,
+    *,
+    normalize,
+    data_format,
+    centred_sum_over_positions=centred_sum_over_positions,
+):
+    """The second half of `gated_backward`: the input-sized gradient in the view.
+
+    Args:
+        upstream, view, statistics, normalize, data_format: As for
+            `gated_backward`.
+        d_s: `similarity_gradient`'s gradient in the similarity.
         centred_sum_over_positions: `f(view, offset, weights, data_format)`,
             the sum over positions of `(view - offset) * weights` (offset
             None: `view * weights`), keeping the axis, as
             `sge.centred_sum_over_positions`; e.g. a faster one of the backend.
 
     Returns:
-        `(d_view, d_gamma, d_beta)`.
+        The gradient in the view.
     """
-    g, s, gate, std = statistics
+    g, _, gate, _ = statistics
     axis, channel_axis = _per_position_axes(data_format)
-    positions, divisor = position_counts(view, position_axis(data_format))
-    gamma = _per_group(gamma, data_format)
-    d_z = dot_over_channels(upstream, view, data_format) * gate * (1.0 - gate)
-    d_beta = ops.sum(sum_over_positions(d_z, axis), axis=(0, axis))
-    d_scale = sum_over_positions(d_z * s, axis)
-    if normalize:
-        inverse = 1.0 / (std + epsilon)
-        d_gamma = ops.sum(d_scale * inverse, axis=(0, axis))
-        d_s = d_z * (gamma * inverse) - (d_scale * gamma * inverse * inverse / (std * divisor)) * s
-    else:
-        d_gamma = ops.sum(d_scale, axis=(0, axis))
-        d_s = d_z * gamma
+    positions, _ = position_counts(view, position_axis(data_format))
     d_s_view = ops.expand_dims(d_s, channel_axis)
     d_g = centred_sum_over_positions(view, g if normalize else None, d_s_view, data_format)
     if normalize:
         d_g = d_g - g * ops.expand_dims(sum_over_positions(d_s, axis), channel_axis)
-    d_view = d_g / positions + d_s_view * g + upstream * ops.expand_dims(gate, channel_axis)
-    return d_view, d_gamma, d_beta
+    return d_g / positions + d_s_view * g + upstream * ops.expand_dims(gate, channel_axis)
 
 
 def _per_position_axes(data_format: str) -> tuple:

@@ -542,7 +542,8 @@ def similarity_gradient(
     """The first half of `gated_backward`: the small gradients, in s, gamma and beta.
 
     Args:
-        As for `gated_backward`.
+        upstream, view, gamma, statistics, epsilon, normalize, data_format,
+            dot_over_channels: As for `gated_backward`.
 
     Returns:
         `(d_s, d_gamma, d_beta)`, `d_s` shaped as the similarity.

@@ -77,8 +77,16 @@ def _backward(upstream, x, gamma, statistics, settings, compiled):
 
 def _whole_backward(upstream, x, gamma, statistics, settings):
     """`sge.gated_backward` on the grouped views: both halves in one function."""
-    d_s, d_gamma, d_beta = _similarity_gradient(upstream, x, gamma, statistics, settings)
-    return _view_gradient(upstream, x, statistics, d_s, settings), d_gamma, d_beta
+    _, epsilon, data_format, normalize = settings
+    d_view, d_gamma, d_beta = sge.gated_backward(
+        *_grouped_views(settings, upstream, x),
+        gamma,
+        statistics,
+        epsilon=epsilon,
+        normalize=normalize,
+        data_format=data_format,
+    )
+    return _shaped_like(x, d_view), d_gamma, d_beta
 
 
 def _similarity_gradient(upstream, x, gamma, statistics, settings):
